@@ -83,6 +83,9 @@ class MediaIndex:
     file_size: int
     movie_timescale: int
     tracks: list[Track] = field(default_factory=list)
+    # Identifies the content (hash of moov and file size), the same on every replica; used in
+    # ETags and cache keys so that they do not depend on mtimes or inodes.
+    content_id: str = ""
 
     def by_kind(self, kind: TrackKind) -> list[Track]:
         return [t for t in self.tracks if t.kind == kind]

@@ -6,6 +6,7 @@ iterators (array, itertools, map) so that a one-hour file indexes in tens of mil
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import sys
 from array import array
@@ -24,7 +25,12 @@ MAX_SAMPLES = 50_000_000  # guards memory against absurd counts in hostile files
 
 def index_file(read_at: Callable[[int, int], bytes], file_size: int) -> MediaIndex:
     """Index a file given a blocking `read_at(offset, size)`."""
-    return parse_moov(read_moov(read_at, file_size), file_size)
+    moov = read_moov(read_at, file_size)
+    index = parse_moov(moov, file_size)
+    digest = hashlib.blake2b(moov, digest_size=12)
+    digest.update(file_size.to_bytes(8, "big"))
+    index.content_id = digest.hexdigest()
+    return index
 
 
 def parse_moov(moov: bytes, file_size: int) -> MediaIndex:

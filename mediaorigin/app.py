@@ -1,0 +1,140 @@
+"""Build the aiohttp application from a Config: wires storage, catalog, caches and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+from .config import Config
+from .library.catalog import Catalog
+from .origin.cache import IndexCache, SegmentCache
+from .origin.http import json_error
+from .origin.playback import Playback, PlaybackError
+from .origin.routes import PLAYBACK, add_routes
+from .storage.local import LocalStorage
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+CATALOG = web.AppKey("catalog", Catalog)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Where the setup script puts the browser players (npm), for the demo page.
+PLAYER_DIRS = ("tests/players/node_modules/hls.js/dist",)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes a JSON error with the right status; nothing internal leaks."""
+    try:
+        return await handler(request)
+    except PlaybackError as e:
+        return json_error(e.status, e.code, e.message)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        resp = json_error(e.status, _code_for(e.status), e.reason)
+        for name in ("Allow",):
+            if name in e.headers:
+                resp.headers[name] = e.headers[name]
+        return resp
+    except (ConnectionResetError, TimeoutError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, "internal_error", "internal error")
+
+
+def _code_for(status: int) -> str:
+    return {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
+            413: "too_large"}.get(status, "http_error")
+
+
+def cors(allowed: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """CORS for browser players on other origins: simple GETs, Range preflights."""
+    origins = {o.strip() for o in allowed.split(",") if o.strip()}
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        allow = "*" if "*" in origins else (origin if origin in origins else None)
+        if request.method == "OPTIONS" and origin and \
+                request.headers.get("Access-Control-Request-Method"):
+            resp: web.StreamResponse = web.Response(status=204)
+            if allow:
+                resp.headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
+                resp.headers["Access-Control-Allow-Headers"] = \
+                    "Range, If-None-Match, If-Modified-Since, If-Range, Authorization"
+                resp.headers["Access-Control-Max-Age"] = "86400"
+        else:
+            resp = await handler(request)
+        if allow:
+            resp.headers["Access-Control-Allow-Origin"] = allow
+            resp.headers["Access-Control-Expose-Headers"] = \
+                "Content-Length, Content-Range, ETag, Last-Modified"
+            if allow != "*":
+                resp.headers["Vary"] = "Origin"
+        return resp
+
+    return middleware
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[cors(config.server.cors_origins), errors])
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_services)
+    add_routes(app)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/", index_page)
+    app.router.add_get("/player/hls.min.js", player_script)
+    return app
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    storage = LocalStorage(config.path(config.storage.root))
+    cache_dir = config.path(config.storage.cache_dir)
+    catalog = Catalog(config.path(config.library.database))
+    pk = config.packaging
+    playback = Playback(
+        catalog, storage,
+        IndexCache(storage, cache_dir, pk.index_memory_entries),
+        SegmentCache(cache_dir, pk.segment_memory_mb * 1024 * 1024,
+                     pk.segment_disk_mb * 1024 * 1024),
+        pk.target_duration,
+    )
+    app[CATALOG] = catalog
+    app[PLAYBACK] = playback
+    yield
+    playback.close()
+    catalog.close()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def index_page(request: web.Request) -> web.Response:
+    """The demo page: every media item, playable with hls.js."""
+    items = await asyncio.to_thread(request.app[CATALOG].list, 50)
+    entries = "\n".join(
+        f'<li><a href="#" data-id="{html.escape(i.id)}">{html.escape(i.title)}</a> '
+        f'<code>/vod/{html.escape(i.id)}/master.m3u8</code></li>' for i in items)
+    page = resources.files("mediaorigin").joinpath("web/index.html").read_text(encoding="utf-8")
+    return web.Response(text=page.replace("<!--MEDIA-->", entries), content_type="text/html")
+
+
+async def player_script(request: web.Request) -> web.StreamResponse:
+    for d in PLAYER_DIRS:
+        path = request.app[CONFIG].base_dir / d / "hls.min.js"
+        if path.is_file():
+            return web.FileResponse(path)
+        alt = Path(__file__).resolve().parent.parent / d / "hls.min.js"
+        if alt.is_file():
+            return web.FileResponse(alt)
+    return json_error(404, "not_found", "hls.js is not installed (run scripts/install-deps.sh)")

@@ -1,0 +1,155 @@
+"""Settings: `config.toml`, then `MEDIAORIGIN_<SECTION>_<KEY>` environment overrides.
+
+Each section is a dataclass; the field's type decides how an environment string is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1  # processes sharing the port with SO_REUSEPORT
+    loop: str = "asyncio"  # "asyncio" or "uvloop"
+    access_log: bool = False
+    # CORS: the origins allowed to fetch playback URLs from a browser ("*" for any).
+    cors_origins: str = "*"
+
+
+@dataclass
+class StorageConfig:
+    root: str = "var/media"  # stored media; every path served is confined to it
+    cache_dir: str = "var/cache"  # index and segment caches (safe to delete)
+
+
+@dataclass
+class PackagingConfig:
+    target_duration: float = 4.0  # seconds; segments start at the first keyframe after it
+    index_memory_entries: int = 256  # parsed indexes kept in memory
+    segment_memory_mb: int = 256  # hot segments kept in memory
+    segment_disk_mb: int = 4096  # segments kept on disk for sendfile; 0 disables
+
+
+@dataclass
+class AuthConfig:
+    playback: str = "open"  # "open"; "token" arrives with the security work
+
+
+@dataclass
+class LibraryConfig:
+    database: str = "var/library.sqlite3"
+
+
+@dataclass
+class DemoConfig:
+    enabled: bool = True  # generate and register a demo lecture at first start
+    duration: float = 30.0
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    packaging: PackagingConfig = field(default_factory=PackagingConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    library: LibraryConfig = field(default_factory=LibraryConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    base_dir: Path = field(default_factory=Path.cwd)  # relative paths resolve against it
+
+    def path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+        """Read a TOML file (optional) and apply environment overrides."""
+        env = dict(os.environ) if env is None else env
+        data: dict[str, Any] = {}
+        base = Path.cwd()
+        if path is not None:
+            p = Path(path)
+            try:
+                data = tomllib.loads(p.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raise ConfigError(f"config file not found: {p}") from None
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError(f"{p}: {e}") from None
+            base = p.resolve().parent
+        config = cls(base_dir=base)
+        for section in _sections(cls):
+            current = getattr(config, section)
+            values = data.pop(section, {})
+            if not isinstance(values, dict):
+                raise ConfigError(f"[{section}] must be a table")
+            for key, raw in values.items():
+                _set(current, section, key, raw)
+            prefix = f"MEDIAORIGIN_{section.upper()}_"
+            for name, raw in env.items():
+                if name.startswith(prefix):
+                    _set(current, section, name[len(prefix):].lower(), raw, from_env=True)
+        if data:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(data))}")
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.server.loop not in ("asyncio", "uvloop"):
+            raise ConfigError("server.loop must be 'asyncio' or 'uvloop'")
+        if self.server.workers < 1:
+            raise ConfigError("server.workers must be at least 1")
+        if not 0.5 <= self.packaging.target_duration <= 60:
+            raise ConfigError("packaging.target_duration must be between 0.5 and 60 seconds")
+        if self.auth.playback not in ("open",):
+            raise ConfigError("auth.playback must be 'open' (token playback is not built yet)")
+
+
+def _sections(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.name != "base_dir"]
+
+
+def _set(section_obj: Any, section: str, key: str, raw: Any, from_env: bool = False) -> None:
+    hints = get_type_hints(type(section_obj))
+    if key not in hints:
+        if from_env:
+            raise ConfigError(f"unknown setting MEDIAORIGIN_{section.upper()}_{key.upper()}")
+        raise ConfigError(f"unknown setting {section}.{key}")
+    kind = hints[key]
+    try:
+        value = _coerce(kind, raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{section}.{key}: expected {kind.__name__}, got {raw!r}") from None
+    setattr(section_obj, key, value)
+
+
+def _coerce(kind: type, raw: Any) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    if kind is int:
+        if isinstance(raw, bool):
+            raise ValueError(raw)
+        return int(raw)
+    if kind is float:
+        return float(raw)
+    if kind is str:
+        if not isinstance(raw, str):
+            raise TypeError(raw)
+        return raw
+    raise TypeError(kind)

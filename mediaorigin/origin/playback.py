@@ -1,0 +1,340 @@
+"""Playback: from a media id and a request path to manifest text or segment bytes.
+
+A media item is "prepared" once (indexes of its files, planned segments, captions) and kept
+for a couple of seconds before its files are checked again, so the warm path is a dict
+lookup. Packaging runs in a thread pool; concurrent requests for the same cold segment share
+one packaging job (a CDN miss storm costs one packaging run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import TypeVar
+
+from ..library.catalog import Catalog, MediaItem
+from ..packaging import urls
+from ..packaging.dash.mpd import mpd
+from ..packaging.fmp4.writer import init_segment, media_segment
+from ..packaging.hls.playlists import (
+    iframe_playlist,
+    iframe_samples,
+    master_playlist,
+    media_playlist,
+    subtitle_playlist,
+)
+from ..packaging.model import MediaError, SampleRun
+from ..packaging.runs import assemble, read_plan, sample_run
+from ..packaging.segmenter import Presentation, Rendition, build_presentation
+from ..packaging.ts.writer import write_ts_iframe, write_ts_segment
+from ..packaging.webvtt import SubtitleTrack, parse_webvtt, vtt_document, vtt_segment
+from ..storage.local import LocalStorage, StorageError
+from .cache import LRU, CachedBody, IndexCache, SegmentCache
+
+T = TypeVar("T")
+PACKAGER_VERSION = "1"
+REVALIDATE_SECONDS = 2.0
+
+MIME = {
+    "m3u8": "application/vnd.apple.mpegurl",
+    "mpd": "application/dash+xml",
+    "mp4": "video/mp4",
+    "m4s": "video/iso.segment",
+    "ts": "video/mp2t",
+    "vtt": "text/vtt; charset=utf-8",
+}
+
+
+class PlaybackError(Exception):
+    """An error a client caused or should hear about: HTTP status, code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Prepared:
+    item: MediaItem
+    presentation: Presentation
+    subtitles: list[SubtitleTrack]
+    version: str  # identifies content + packaging settings; same on every replica
+    fingerprints: tuple[str, ...]
+    last_modified: float
+    checked_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Body:
+    """A response body with what the HTTP layer needs to serve it well."""
+
+    content: CachedBody
+    content_type: str
+    etag: str
+    last_modified: float
+    immutable: bool  # segments never change under the same URL; manifests may
+
+
+Clip = tuple[float, float] | None
+
+
+class Playback:
+    def __init__(self, catalog: Catalog, storage: LocalStorage, indexes: IndexCache,
+                 segments: SegmentCache, target: float, threads: int = 4) -> None:
+        self.catalog = catalog
+        self.storage = storage
+        self.indexes = indexes
+        self.segments = segments
+        self.target = target
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="packager")
+        self._prepared: LRU[tuple[str, Clip], Prepared] = LRU(1024)
+        self._manifests: LRU[str, bytes] = LRU(32 * 1024 * 1024, len)
+        self._inflight: dict[str, asyncio.Future[bytes]] = {}
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
+
+    # -- preparing a media item ------------------------------------------------------------
+
+    async def prepare(self, media_id: str, clip: Clip) -> Prepared:
+        key = (media_id, clip)
+        prep = self._prepared.get(key)
+        if prep is not None and time.monotonic() - prep.checked_at < REVALIDATE_SECONDS:
+            return prep
+        fresh = await self._run(lambda: self._prepare_blocking(media_id, clip, prep))
+        self._prepared.put(key, fresh)
+        return fresh
+
+    def _prepare_blocking(self, media_id: str, clip: Clip, old: Prepared | None) -> Prepared:
+        item = self.catalog.get(media_id)
+        if item is None:
+            raise PlaybackError(404, "media_not_found", f"no media with id {media_id!r}")
+        try:
+            stats = [self.storage.stat(k) for k in (*item.files, *(c.storage_key
+                                                                  for c in item.captions))]
+        except StorageError:
+            raise PlaybackError(404, "media_not_found", "the media's files are missing") from None
+        fps = tuple(s.fingerprint for s in stats)
+        if old is not None and old.fingerprints == fps and old.item == item:
+            old.checked_at = time.monotonic()
+            return old
+        try:
+            indexes = [self.indexes.get(k, s) for k, s in zip(item.files, stats, strict=False)]
+        except MediaError as e:
+            raise PlaybackError(422, "media_unplayable", str(e)) from None
+        tracks = [(src, t) for src, idx in enumerate(indexes) for t in idx.tracks]
+        if clip is not None:
+            total = max((t.duration / t.timescale for _, t in tracks), default=0.0)
+            if clip[0] >= total:
+                raise PlaybackError(400, "invalid_clip",
+                                    f"clip starts at {clip[0]} s, after the end ({total:.3f} s)")
+        try:
+            presentation = build_presentation(tracks, self.target, clip)
+        except MediaError as e:
+            raise PlaybackError(422, "media_unplayable", str(e)) from None
+        if not presentation.renditions[0].segments:
+            raise PlaybackError(400, "invalid_clip", "the clip contains no media")
+        digest = hashlib.blake2b(digest_size=12)
+        digest.update(f"{PACKAGER_VERSION}|{self.target}|{clip}".encode())
+        for idx in indexes:
+            digest.update(idx.content_id.encode())
+        subtitles = []
+        for n, caption in enumerate(item.captions):
+            try:
+                text = self.storage.read_text(caption.storage_key)
+                cues = parse_webvtt(text)
+            except (MediaError, StorageError, UnicodeDecodeError) as e:
+                raise PlaybackError(422, "captions_unreadable",
+                                    f"captions {caption.language}: {e}") from None
+            digest.update(hashlib.blake2b(text.encode()).digest())
+            subtitles.append(SubtitleTrack(f"s{n}", caption.language, "", cues))
+        return Prepared(item, presentation, subtitles, digest.hexdigest(), fps,
+                        max(s.mtime_ns for s in stats) / 1e9)
+
+    # -- responses -------------------------------------------------------------------------
+
+    def _etag(self, key: str) -> str:
+        return '"' + hashlib.blake2b(key.encode(), digest_size=10).hexdigest() + '"'
+
+    def entry_manifest(self, prep: Prepared, name: str, query: str) -> Body:
+        """master.m3u8, master-ts.m3u8 or manifest.mpd."""
+        key = f"{prep.version}/{name}?{query}"
+        data = self._manifests.get(key)
+        if data is None:
+            p = prep.presentation
+            if name == "master.m3u8":
+                text = master_playlist(p, prep.subtitles, "fmp4", query)
+            elif name == "master-ts.m3u8":
+                text = master_playlist(p, prep.subtitles, "ts", query)
+            elif name == "manifest.mpd":
+                text = mpd(p, prep.subtitles, query)
+            else:
+                raise PlaybackError(404, "not_found", "no such manifest")
+            data = text.encode()
+            self._manifests.put(key, data)
+        ext = name.rsplit(".", 1)[1]
+        return Body(CachedBody(data, None, len(data)), MIME[ext], self._etag(key),
+                    prep.last_modified, immutable=False)
+
+    async def child(self, prep: Prepared, rid: str, name: str, query: str) -> Body:
+        """Anything under /vod/{id}/{rid}/: playlists, init and media segments, captions."""
+        child = urls.parse_child(name)
+        if child is None:
+            raise PlaybackError(404, "not_found", "unknown playback URL")
+        ext = name.rsplit(".", 1)[1]
+        if child.kind in ("playlist", "iframes_playlist", "vtt_segment", "vtt_full") or \
+                child.container == "vtt":
+            key = f"{prep.version}/{rid}/{name}?{query}"
+            data = self._manifests.get(key)
+            if data is None:
+                data = self._small_child(prep, rid, child, query).encode()
+                self._manifests.put(key, data)
+            return Body(CachedBody(data, None, len(data)), MIME[ext], self._etag(key),
+                        prep.last_modified, immutable=child.kind in ("vtt_segment",))
+        rendition = prep.presentation.rendition(rid)
+        if rendition is None:
+            raise PlaybackError(404, "not_found", f"no rendition {rid!r}")
+        key = f"{prep.version}/{rid}/{name}"
+        body = self.segments.get(key)
+        if body is None:
+            data = await self._package_once(key, lambda: self._package(prep, rendition, child))
+            body = CachedBody(data, None, len(data))
+        return Body(body, MIME[ext], self._etag(key), prep.last_modified, immutable=True)
+
+    def _small_child(self, prep: Prepared, rid: str, child: urls.Child, query: str) -> str:
+        p = prep.presentation
+        if rid.startswith("s"):
+            sub = next((s for s in prep.subtitles if s.id == rid), None)
+            if sub is None:
+                raise PlaybackError(404, "not_found", f"no subtitles {rid!r}")
+            ref = p.renditions[0]
+            offset = float(p.offset)
+            if child.kind == "playlist" and child.container == "fmp4":
+                return subtitle_playlist(ref, query)
+            if child.kind == "vtt_segment":
+                seg = ref.segment(child.number or 0)
+                if seg is None:
+                    raise PlaybackError(404, "not_found", "segment number out of range")
+                t0 = ref.seconds(seg.start) - offset
+                return vtt_segment(sub.cues, t0, t0 + ref.seconds(seg.duration),
+                                   round(p.offset * 90000))
+            if child.kind == "vtt_full":
+                first = ref.segments[0]
+                start = ref.seconds(first.start) - offset if p.clip else 0.0
+                end = start + p.duration
+                return vtt_document(sub.cues, start, start, end)
+            raise PlaybackError(404, "not_found", "unknown subtitles URL")
+        r = p.rendition(rid)
+        if r is None:
+            raise PlaybackError(404, "not_found", f"no rendition {rid!r}")
+        if child.kind == "playlist":
+            if child.container == "ts" and r.kind == "audio" and r is self._muxed_audio(p):
+                raise PlaybackError(404, "not_found", "this audio is muxed into the video")
+            return media_playlist(r, child.container, query)
+        if child.kind == "iframes_playlist" and r.kind == "video":
+            return iframe_playlist(r, child.container, query)
+        raise PlaybackError(404, "not_found", "unknown playlist")
+
+    async def _package_once(self, key: str, work: Callable[[], bytes]) -> bytes:
+        future = self._inflight.get(key)
+        if future is not None:
+            return await asyncio.shield(future)
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            data = await self._run(lambda: self._package_and_store(key, work))
+            future.set_result(data)
+            return data
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._inflight[key]
+
+    def _package_and_store(self, key: str, work: Callable[[], bytes]) -> bytes:
+        data = work()
+        self.segments.put(key, data)
+        return data
+
+    # -- packaging (worker threads) ---------------------------------------------------------
+
+    def _muxed_audio(self, p: Presentation) -> Rendition | None:
+        """The audio carried inside video TS segments: the first audio track, if video exists."""
+        audio = p.of_kind("audio")
+        return audio[0] if audio and p.of_kind("video") else None
+
+    def _package(self, prep: Prepared, r: Rendition, child: urls.Child) -> bytes:
+        try:
+            return self._package_unchecked(prep, r, child)
+        except StorageError:
+            raise PlaybackError(404, "media_not_found", "the media's files are missing") from None
+        except MediaError as e:
+            raise PlaybackError(422, "media_unplayable", str(e)) from None
+
+    def _package_unchecked(self, prep: Prepared, r: Rendition, child: urls.Child) -> bytes:
+        if child.kind == "init":
+            return init_segment(r.track)
+        number = child.number or 0
+        if child.kind == "iframe":
+            if r.kind != "video":
+                raise PlaybackError(404, "not_found", "no I-frames in an audio rendition")
+            frames = iframe_samples(r)
+            if not 1 <= number <= len(frames):
+                raise PlaybackError(404, "not_found", "I-frame number out of range")
+            i = frames[number - 1]
+            run = self._run_of(prep, r, i, i + 1)
+            return media_segment(run, number) if child.container == "fmp4" \
+                else write_ts_iframe(run)
+        seg = r.segment(number)
+        if seg is None:
+            raise PlaybackError(404, "not_found", "segment number out of range")
+        run = self._run_of(prep, r, seg.first, seg.end)
+        if child.container == "fmp4":
+            return media_segment(run, number)
+        if r.kind == "video":
+            audio = self._muxed_audio(prep.presentation)
+            audio_run = None
+            if audio is not None:
+                ts = r.track.timescale
+                t0 = Fraction(seg.start, ts)
+                t1 = Fraction(seg.start + seg.duration, ts)
+                a, b = audio.samples_between(t0, t1)
+                if number == 1:
+                    a = audio.segments[0].first if audio.segments else a
+                if number == len(r.segments):
+                    b = audio.segments[-1].end if audio.segments else b
+                audio_run = self._run_of(prep, audio, a, b) if b > a else None
+            return write_ts_segment(run, audio_run, sequence=number)
+        return write_ts_segment(None, run, sequence=number)
+
+    def _run_of(self, prep: Prepared, r: Rendition, first: int, end: int) -> SampleRun:
+        spans = read_plan(r, first, end)
+        key = prep.item.files[r.source]
+        blobs = self.storage.read_spans(key, [(s.offset, s.size) for s in spans])
+        return sample_run(r, first, end, assemble(spans, blobs))
+
+
+def parse_clip(start: str | None, end: str | None) -> Clip:
+    """`?start=S&end=E` in seconds; either may be omitted."""
+    if start is None and end is None:
+        return None
+    try:
+        s = float(start) if start is not None else 0.0
+        e = float(end) if end is not None else math.inf
+    except ValueError:
+        raise PlaybackError(400, "invalid_clip", "start and end must be numbers of seconds") from None
+    if not (math.isfinite(s) and s >= 0 and (math.isfinite(e) or e == math.inf) and e > s):
+        raise PlaybackError(400, "invalid_clip", "need 0 <= start < end")
+    return (round(s, 3), round(e, 3) if math.isfinite(e) else 1e9)
