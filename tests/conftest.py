@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import media
 import pytest
 
+pytest_plugins = ["origin_fixtures"]
+
 if TYPE_CHECKING:
     from players.harness import PlayerBrowser
 
@@ -62,7 +64,11 @@ def hevc(media_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def captions_vtt(media_dir: Path) -> Callable[[str], Path]:
     """Factory: captions_vtt("deu") -> path of a WebVTT file in that language."""
-    return lambda lang="eng": media.captions_vtt(media_dir, lang)
+
+    def make(lang: str = "eng") -> Path:
+        return media.captions_vtt(media_dir, lang)
+
+    return make
 
 
 @pytest.fixture(scope="session")

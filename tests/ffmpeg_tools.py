@@ -44,7 +44,9 @@ class FFmpegError(RuntimeError):
 
 
 def _run(cmd: list[str], timeout: float) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     if proc.returncode != 0:
         raise FFmpegError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr.strip()}")
     return proc.stdout
@@ -69,7 +71,9 @@ def framemd5(
         *extra_input_args, "-i", os.fspath(url_or_path),
         "-map", f"0:{selector}", "-fps_mode", "passthrough", "-f", "framemd5", "-",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     if proc.returncode != 0 or (strict and proc.stderr.strip()):
         raise FFmpegError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr.strip()}")
     # Lines: "stream_index, dts, pts, duration, size, hash"; '#' lines are the header.
@@ -80,7 +84,9 @@ def framemd5(
     ]
 
 
-def probe(url_or_path: Source, extra_input_args: Sequence[str] = (), timeout: float = TIMEOUT) -> dict[str, Any]:
+def probe(
+    url_or_path: Source, extra_input_args: Sequence[str] = (), timeout: float = TIMEOUT
+) -> dict[str, Any]:
     """ffprobe's -show_streams -show_format as parsed JSON ({'streams': [...], 'format': {}})."""
     cmd = [
         FFPROBE, "-hide_banner", "-v", "error", *extra_input_args,
@@ -123,4 +129,6 @@ def packets(url_or_path: Source, selector: str = "v:0") -> list[dict[str, Any]]:
 
 def keyframe_times(url_or_path: Source, selector: str = "v:0") -> list[float]:
     """Presentation times (s) of the keyframe packets of one stream."""
-    return [float(p["pts_time"]) for p in packets(url_or_path, selector) if "K" in p.get("flags", "")]
+    return [
+        float(p["pts_time"]) for p in packets(url_or_path, selector) if "K" in p.get("flags", "")
+    ]

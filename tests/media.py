@@ -335,7 +335,9 @@ def co64_sparse(src: Path, dst: Path, *, moov_first: bool = False) -> Path:
     by_type = {b.type: b for b in top}
     mdats = [b for b in top if b.type == "mdat"]
     if len(mdats) != 1 or "moov" not in by_type or "ftyp" not in by_type:
-        raise ValueError(f"{src}: need exactly ftyp, one mdat and moov, got {[b.type for b in top]}")
+        raise ValueError(
+            f"{src}: need exactly ftyp, one mdat and moov, got {[b.type for b in top]}"
+        )
     mdat, moov_box = mdats[0], by_type["moov"]
     raw = src.read_bytes()
     ftyp = raw[by_type["ftyp"].offset : by_type["ftyp"].end]
@@ -374,12 +376,12 @@ def _rewrite_chunk_offsets(box: bytes, shift: int, data_start: int, data_len: in
     header = 16 if struct.unpack(">I", box[:4])[0] == 1 else 8
     if kind == "stco" or kind == "co64":
         version_flags, count = struct.unpack(">4sI", box[header : header + 8])
-        fmt = ">%dI" % count if kind == "stco" else ">%dQ" % count
+        fmt = f">{count}I" if kind == "stco" else f">{count}Q"
         offsets = struct.unpack(fmt, box[header + 8 : header + 8 + struct.calcsize(fmt)])
         for off in offsets:
             if not data_start <= off < data_start + data_len:
                 raise ValueError(f"chunk offset {off} outside the mdat payload")
-        body = version_flags + struct.pack(">I%dQ" % count, count, *(o + shift for o in offsets))
+        body = version_flags + struct.pack(f">I{count}Q", count, *(o + shift for o in offsets))
         return struct.pack(">I4s", 8 + len(body), b"co64") + body
     if kind not in {"moov", "trak", "mdia", "minf", "stbl"}:
         return box

@@ -67,7 +67,9 @@ async def test_broken_url_is_an_error_not_a_hang(
     assert any(e.startswith("404 ") for e in result.http_errors), result.summary()
 
 
-async def test_module_level_play_and_options(browser: PlayerBrowser, media_server: TestServer) -> None:
+async def test_module_level_play_and_options(
+    browser: PlayerBrowser, media_server: TestServer
+) -> None:
     """play() (the shared browser) passes options to the player's config."""
     from players.harness import play
 

@@ -93,7 +93,7 @@ def build_presentation(
     """Plan the segments of every track. `tracks` pairs each track with its file's index."""
     if target <= 0:
         raise ValueError("target duration must be positive")
-    usable = [(src, t) for src, t in tracks if t.sample_count > 0]
+    usable = _without_ladder_duplicates([(src, t) for src, t in tracks if t.sample_count > 0])
     if not usable:
         raise MediaError("no playable video or audio track")
     ordered = sorted(usable, key=lambda p: (p[1].kind != "video", p[0], p[1].track_id))
@@ -111,6 +111,27 @@ def build_presentation(
     for r in renditions:
         r.segments = _segments_at(r, cuts, clipped=clip is not None)
     return Presentation(offset, target, renditions, clip)
+
+
+def _without_ladder_duplicates(tracks: list[tuple[int, Track]]) -> list[tuple[int, Track]]:
+    """Each file of an ABR ladder carries the same audio: list such audio once.
+
+    Audio is a duplicate when it sits beside video in another file and has the same language,
+    codec, channels, rate and sample count as one already kept. Audio-only files (extra
+    languages) are always kept.
+    """
+    with_video = {src for src, t in tracks if t.kind == "video"}
+    seen: set[tuple[str, str, int, int, int]] = set()
+    kept = []
+    for src, t in tracks:
+        if t.kind == "audio" and src in with_video:
+            c = t.codec
+            key = (t.language, c.codec, c.channels, c.sample_rate, t.sample_count)
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append((src, t))
+    return kept
 
 
 def _common_offset(tracks: list[Track]) -> Fraction:

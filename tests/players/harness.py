@@ -70,7 +70,7 @@ def unavailable_reason() -> str | None:
     except ImportError:
         return "python playwright is not installed: pip install -e '.[test]'"
     if chromium_path() is None:
-        return "no Chromium (/usr/bin/chromium): run scripts/install-deps.sh (apt-get install chromium)"
+        return "no Chromium (/usr/bin/chromium): run scripts/install-deps.sh (apt chromium)"
     missing = [p for p in PLAYER_SCRIPTS.values() if not (NODE_MODULES / p).is_file()]
     if missing:
         return f"player scripts missing ({', '.join(missing)}): run scripts/install-players.sh"
