@@ -17,12 +17,22 @@ Picking streams (the `selector` after `-map 0:`), all standard ffmpeg stream spe
   their GROUP-ID, so `p:N:a:m:language:deu` also works on a master.
 ffmpeg only downloads segments of playlists whose streams are mapped.
 
+These run ffmpeg synchronously. In an async test whose event loop also runs the server being
+read (aiohttp_server, the origin), a blocking call would deadlock: use `aframemd5` /
+`aprobe`, which run in a worker thread.
+
+Audio: ffmpeg's MP4 demuxer applies the edit list and drops the AAC priming frame, and
+ffmpeg's own fMP4 HLS/DASH output does not carry that edit, so their audio decodes to one
+extra leading frame (282 vs 283 frames here). Compare audio with that in mind; video frames
+match exactly.
+
 Local .m3u8 files whose segments have unusual extensions need
 `extra_input_args=LOCAL_HLS_ARGS` (`-allowed_extensions ALL`); http(s) URLs need nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -132,3 +142,22 @@ def keyframe_times(url_or_path: Source, selector: str = "v:0") -> list[float]:
     return [
         float(p["pts_time"]) for p in packets(url_or_path, selector) if "K" in p.get("flags", "")
     ]
+
+
+async def aframemd5(
+    url_or_path: Source,
+    selector: str = "v:0",
+    extra_input_args: Sequence[str] = (),
+    *,
+    strict: bool = True,
+    timeout: float = TIMEOUT,
+) -> list[str]:
+    """framemd5() off the event loop, for async tests that also serve the URL."""
+    return await asyncio.to_thread(
+        framemd5, url_or_path, selector, extra_input_args, strict=strict, timeout=timeout
+    )
+
+
+async def aprobe(url_or_path: Source, extra_input_args: Sequence[str] = ()) -> dict[str, Any]:
+    """probe() off the event loop, for async tests that also serve the URL."""
+    return await asyncio.to_thread(probe, url_or_path, extra_input_args)

@@ -7,10 +7,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ffmpeg_tools as ff
 import media
 import pytest
+from aiohttp.test_utils import TestServer
+from players.harness import static_media_app
 
 FRAMES = media.DURATION * media.FPS
 
@@ -188,3 +191,23 @@ def test_framemd5_reads_hls_and_dash_references(media_dir: Path, av_faststart: P
     assert len(video) == FRAMES
     assert ff.framemd5(media.static_hls(media_dir, av_faststart)) == video
     assert ff.framemd5(media.static_dash(media_dir, av_faststart)) == video
+
+
+async def test_framemd5_over_http(aiohttp_server: Any, media_dir: Path, av_faststart: Path) -> None:
+    """framemd5/probe read HLS and DASH over http://127.0.0.1 (as they will from the origin),
+    pick streams with the documented selectors, and see the priming frame difference."""
+    hls = media.static_hls(media_dir, av_faststart)
+    dash = media.static_dash(media_dir, av_faststart)
+    server: TestServer = await aiohttp_server(static_media_app(media_dir), host="127.0.0.1")
+    hls_url = str(server.make_url(f"/{hls.parent.name}/{hls.name}"))
+    dash_url = str(server.make_url(f"/{dash.parent.name}/{dash.name}"))
+    video = ff.framemd5(av_faststart)
+    assert await ff.aframemd5(hls_url) == video
+    assert await ff.aframemd5(hls_url, "p:0:v") == video
+    assert await ff.aframemd5(dash_url) == video
+    audio = ff.framemd5(av_faststart, "a:0")
+    for url in (hls_url, dash_url):
+        got = await ff.aframemd5(url, "a:0")
+        assert got[1:] == audio, "fMP4 output keeps the priming frame the MP4 edit list drops"
+    info = await ff.aprobe(dash_url)
+    assert sorted(s["codec_type"] for s in info["streams"]) == ["audio", "video"]

@@ -88,10 +88,6 @@ async def respond(request: web.Request, body: Body) -> web.StreamResponse:
     headers["Content-Type"] = body.content_type
     if body.content.data is not None:
         data = body.content.data
-        if request.method == "HEAD":
-            resp = web.Response(status=status, headers=headers)
-            resp.content_length = end - start
-            return resp
         return web.Response(status=status, headers=headers,
                             body=data if (start, end) == (0, size) else data[start:end])
     assert body.content.path is not None

@@ -14,7 +14,7 @@ the edit lists describe it, and presentation time zero sits at `offset` on the o
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -152,14 +152,7 @@ def _reference_cuts(
     cuts_idx: list[int] = []
     first, last = 0, t.sample_count
     if clip is not None:
-        start, end = (Fraction(c).limit_denominator(1000) + offset for c in clip)
-        first = _index_at(ref, start, sync_only=False)
-        first = min(first, t.sample_count - 1)
-        # Start on the keyframe at or before the clip start so the first frame decodes.
-        if t.sync is not None:
-            j = bisect_left(t.sync, first + 1) - 1
-            first = t.sync[j] if j >= 0 else 0
-        last = max(_index_at(ref, end, sync_only=False), first + 1)
+        first, last = _clip_range(ref, clip, offset)
     step = target * ts
     candidates = t.sync if (t.kind == "video" and t.sync is not None) else None
     cuts_idx.append(first)
@@ -185,6 +178,28 @@ def _reference_cuts(
     cuts.append(Fraction(ref.out_time(last), ts) if last < t.sample_count else
                 Fraction(t.dts[-1] + t.edit_shift + ref.offset, ts))
     return cuts
+
+
+def _clip_range(ref: Rendition, clip: tuple[float, float], offset: Fraction) -> tuple[int, int]:
+    """Sample range of a clip on the reference track, cut at decodable points.
+
+    Video starts at the last keyframe presented at or before `start` (so the first frame
+    decodes) and ends before the first keyframe presented at or after `end` (so B-frames near
+    the end keep their references). Audio is cut sample-exactly.
+    """
+    t = ref.track
+    ts = t.timescale
+    start, end = (math.ceil((Fraction(c).limit_denominator(1000) + offset) * ts) for c in clip)
+    points = t.sync if t.sync is not None else range(t.sample_count)
+
+    def presented(i: int) -> int:
+        return ref.out_time(i) + (t.cts[i] if t.cts is not None else 0)
+
+    j = bisect_right(points, start, key=presented) - 1
+    first = points[max(j, 0)]
+    k = bisect_left(points, end, key=presented)
+    last = points[k] if k < len(points) else t.sample_count
+    return first, max(last, first + 1)
 
 
 def _first_at_or_after(r: Rendition, ticks: Fraction, lo: int, hi: int) -> int:
