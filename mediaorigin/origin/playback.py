@@ -38,7 +38,7 @@ from ..storage.local import LocalStorage, StorageError
 from .cache import LRU, CachedBody, IndexCache, SegmentCache
 
 T = TypeVar("T")
-PACKAGER_VERSION = "1"
+PACKAGER_VERSION = "2"
 REVALIDATE_SECONDS = 2.0
 
 MIME = {
@@ -220,15 +220,16 @@ class Playback:
                 raise PlaybackError(404, "not_found", f"no subtitles {rid!r}")
             ref = p.renditions[0]
             offset = float(p.offset)
-            if child.kind == "playlist" and child.container == "fmp4":
-                return subtitle_playlist(ref, query)
+            if child.kind == "playlist":
+                return subtitle_playlist(ref, query, child.container)
             if child.kind == "vtt_segment":
                 seg = ref.segment(child.number or 0)
                 if seg is None:
                     raise PlaybackError(404, "not_found", "segment number out of range")
                 t0 = ref.seconds(seg.start) - offset
-                return vtt_segment(sub.cues, t0, t0 + ref.seconds(seg.duration),
-                                   round(p.offset * 90000))
+                # fMP4 presents at presentation time; TS adds the presentation offset.
+                mpegts = round(p.offset * 90000) if child.container == "ts" else 0
+                return vtt_segment(sub.cues, t0, t0 + ref.seconds(seg.duration), mpegts)
             if child.kind == "vtt_full":
                 first = ref.segments[0]
                 start = ref.seconds(first.start) - offset if p.clip else 0.0
@@ -294,13 +295,13 @@ class Playback:
             if not 1 <= number <= len(frames):
                 raise PlaybackError(404, "not_found", "I-frame number out of range")
             i = frames[number - 1]
-            run = self._run_of(prep, r, i, i + 1)
+            run = self._run_of(prep, r, i, i + 1, child.container)
             return media_segment(run, number) if child.container == "fmp4" \
                 else write_ts_iframe(run)
         seg = r.segment(number)
         if seg is None:
             raise PlaybackError(404, "not_found", "segment number out of range")
-        run = self._run_of(prep, r, seg.first, seg.end)
+        run = self._run_of(prep, r, seg.first, seg.end, child.container)
         if child.container == "fmp4":
             return media_segment(run, number)
         if r.kind == "video":
@@ -315,15 +316,16 @@ class Playback:
                     a = audio.segments[0].first if audio.segments else a
                 if number == len(r.segments):
                     b = audio.segments[-1].end if audio.segments else b
-                audio_run = self._run_of(prep, audio, a, b) if b > a else None
+                audio_run = self._run_of(prep, audio, a, b, "ts") if b > a else None
             return write_ts_segment(run, audio_run, sequence=number)
         return write_ts_segment(None, run, sequence=number)
 
-    def _run_of(self, prep: Prepared, r: Rendition, first: int, end: int) -> SampleRun:
+    def _run_of(self, prep: Prepared, r: Rendition, first: int, end: int,
+                timeline: str) -> SampleRun:
         spans = read_plan(r, first, end)
         key = prep.item.files[r.source]
         blobs = self.storage.read_spans(key, [(s.offset, s.size) for s in spans])
-        return sample_run(r, first, end, assemble(spans, blobs))
+        return sample_run(r, first, end, assemble(spans, blobs), timeline)
 
 
 def parse_clip(start: str | None, end: str | None) -> Clip:

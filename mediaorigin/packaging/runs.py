@@ -63,12 +63,25 @@ def _is_contiguous(span: ReadSpan) -> bool:
     return all(a[0] + a[1] == b[0] for a, b in pairwise(span.pieces))
 
 
-def sample_run(r: Rendition, first: int, end: int, data: bytes) -> SampleRun:
-    """Timing and flags of samples [first, end) on the output timeline."""
+def sample_run(r: Rendition, first: int, end: int, data: bytes,
+               timeline: str = "ts") -> SampleRun:
+    """Timing and flags of samples [first, end).
+
+    "ts": the segmenter's output timeline (presentation time + `Presentation.offset`), whose
+    timestamps are never negative, as MPEG-TS needs. "fmp4": the track's own decode times with
+    the edit list folded into signed composition offsets, so that samples are presented at
+    their presentation time and the first frame at 0 (HLS players see no gap at the start).
+    """
     t = r.track
     dts = t.dts[first : end + 1]
     durations = [b - a for a, b in pairwise(dts)]
     cts = list(t.cts[first:end]) if t.cts is not None else None
+    base = r.out_time(first)
+    if timeline == "fmp4":
+        base = t.dts[first]
+        if t.edit_shift:
+            shift = t.edit_shift
+            cts = [c + shift for c in cts] if cts is not None else [shift] * (end - first)
     if t.sync is None:
         sync = [True] * (end - first)
     else:
@@ -77,5 +90,5 @@ def sample_run(r: Rendition, first: int, end: int, data: bytes) -> SampleRun:
         while j < len(t.sync) and t.sync[j] < end:
             sync[t.sync[j] - first] = True
             j += 1
-    return SampleRun(track=t, base_time=r.out_time(first), durations=durations,
+    return SampleRun(track=t, base_time=base, durations=durations,
                      sizes=list(t.sizes[first:end]), cts_offsets=cts, sync=sync, data=data)

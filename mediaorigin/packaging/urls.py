@@ -36,8 +36,9 @@ def iframe_name(k: int, container: Container) -> str:
     return f"iframe-{k}.{_SEGMENT_EXT[container]}"
 
 
-def vtt_segment_name(n: int) -> str:
-    return f"seg-{n}.vtt"
+def vtt_segment_name(n: int, container: Container = "fmp4") -> str:
+    """WebVTT segments differ per container only in X-TIMESTAMP-MAP (the timelines differ)."""
+    return f"seg-{n}.vtt" if container == "fmp4" else f"seg-{n}-ts.vtt"
 
 
 def playlist_name(container: Container) -> str:
@@ -66,7 +67,7 @@ class Child:
     """What a requested child name asks for."""
 
     kind: ChildKind
-    container: Literal["fmp4", "ts", "vtt"]
+    container: Literal["fmp4", "ts", "vtt"]  # vtt segments: the timeline they are mapped to
     number: int | None = None
 
 
@@ -84,7 +85,8 @@ _PATTERNS: list[tuple[re.Pattern[str], ChildKind, Literal["fmp4", "ts", "vtt"]]]
         (r"media-ts\.m3u8", "playlist", "ts"),
         (r"iframes\.m3u8", "iframes_playlist", "fmp4"),
         (r"iframes-ts\.m3u8", "iframes_playlist", "ts"),
-        (rf"seg-{_NUM}\.vtt", "vtt_segment", "vtt"),
+        (rf"seg-{_NUM}\.vtt", "vtt_segment", "fmp4"),
+        (rf"seg-{_NUM}-ts\.vtt", "vtt_segment", "ts"),
         (r"full\.vtt", "vtt_full", "vtt"),
     ]
 ]

@@ -55,7 +55,7 @@ def parse_webvtt(text: str) -> list[Cue]:
     between cues, junk blocks), strict about the signature so that an SRT or a random upload
     is refused with a reason instead of becoming an empty track.
     """
-    lines = text.lstrip("\ufeff").replace("\0", "\ufffd").replace("\r\n", "\n")
+    lines = text.removeprefix("\ufeff").replace("\0", "\ufffd").replace("\r\n", "\n")
     lines_list = lines.replace("\r", "\n").split("\n")
     first = lines_list[0]
     if not (first == "WEBVTT" or first.startswith(("WEBVTT ", "WEBVTT\t"))):

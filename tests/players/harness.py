@@ -161,9 +161,10 @@ const starters = {
     hls.on(Hls.Events.MANIFEST_PARSED, (_, d) => {
       H.levels = d.levels.map((l) => ({width: l.width, height: l.height, bitrate: l.bitrate,
         codecs: [l.videoCodec, l.audioCodec].filter(Boolean).join(",")}));
-      H.audioTracks = hls.audioTracks.map((t) => ({lang: t.lang, name: t.name,
-        default: t.default}));
-      H.textTracks = hls.subtitleTracks.map((t) => ({lang: t.lang, name: t.name,
+      H.audioTracks = (d.audioTracks || hls.audioTracks).map((t) => ({lang: t.lang,
+        name: t.name, default: t.default}));
+      H.textTracks = (d.subtitleTracks || hls.subtitleTracks).map((t) => ({lang: t.lang,
+        name: t.name,
         kind: t.type}));
       play();
     });

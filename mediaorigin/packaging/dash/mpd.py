@@ -32,7 +32,7 @@ def mpd(p: Presentation, subtitles: list[SubtitleTrack], query: str) -> str:
         "minBufferTime": _duration(_min_buffer(p)),
     })
     period = ET.SubElement(root, "Period", {"id": "0", "start": "PT0S"})
-    zero = time_zero(p)
+    zero = presentation_zero(p)
     sets = 0
     videos = p.of_kind("video")
     if videos:
@@ -48,23 +48,27 @@ def mpd(p: Presentation, subtitles: list[SubtitleTrack], query: str) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, "unicode") + "\n"
 
 
-def time_zero(p: Presentation) -> Fraction:
-    """Where the MPD's time zero sits on the output timeline, in seconds.
+def presentation_zero(p: Presentation) -> Fraction:
+    """Presentation time (seconds) shown at the MPD's time zero.
 
-    Unclipped: presentation time zero (`p.offset`). Clipped: the earliest presentation time of
-    the reference rendition's first segment, so the clip starts at 0 in the player.
+    Unclipped: 0. Clipped: the earliest presentation time of the reference rendition's first
+    segment, so the clip starts at 0 in the player.
     """
-    if p.clip is None:
-        return p.offset
     ref = p.renditions[0]
-    if not ref.segments:
-        return p.offset
-    return Fraction(_earliest(ref, 0), ref.track.timescale)
+    if p.clip is None or not ref.segments:
+        return Fraction(0)
+    # Never below 0: a clip from the very start of a track with primed audio (edit list).
+    return max(Fraction(0), Fraction(_earliest(ref, 0), ref.track.timescale))
+
+
+def time_zero(p: Presentation) -> Fraction:
+    """Where the MPD's time zero sits on the segmenter's output timeline, in seconds."""
+    return p.offset + presentation_zero(p)
 
 
 def subtitle_shift(p: Presentation) -> float:
     """The `shift` to pass to `vtt_document` so that cues line up with this MPD's time zero."""
-    return float(time_zero(p) - p.offset)
+    return float(presentation_zero(p))
 
 
 def _video_set(
@@ -90,7 +94,7 @@ def _video_set(
             attrs["frameRate"] = _fraction(rate)
         attrs["sar"] = "1:1"
         rep = ET.SubElement(aset, "Representation", attrs)
-        _segment_template(rep, v, zero, p.clip is not None, query)
+        _segment_template(rep, v, zero, query)
 
 
 def _audio_set(
@@ -112,7 +116,7 @@ def _audio_set(
         rep = ET.SubElement(aset, "Representation", attrs)
         ET.SubElement(rep, "AudioChannelConfiguration", {
             "schemeIdUri": CHANNELS_SCHEME, "value": str(a.track.codec.channels or 2)})
-        _segment_template(rep, a, zero, p.clip is not None, query)
+        _segment_template(rep, a, zero, query)
 
 
 def _text_set(period: ET.Element, n: int, s: SubtitleTrack, query: str) -> None:
@@ -128,15 +132,13 @@ def _representation_attrs(r: Rendition, p: Presentation) -> dict[str, str]:
     return {"id": r.id, "bandwidth": str(max(1, stats.peak_bps)), "codecs": r.track.codec.codec}
 
 
-def _segment_template(
-    rep: ET.Element, r: Rendition, zero: Fraction, clipped: bool, query: str
-) -> None:
+def _segment_template(rep: ET.Element, r: Rendition, zero: Fraction, query: str) -> None:
     ts = r.track.timescale
     # `$` starts a template identifier; a literal one in the query must be written `$$`.
     q = query.replace("$", "$$")
     tmpl = ET.SubElement(rep, "SegmentTemplate", {
         "timescale": str(ts),
-        "presentationTimeOffset": str(_pto(r, zero, clipped)),
+        "presentationTimeOffset": str(_pto(r, zero)),
         "initialization": with_query(child_path(r.id, INIT), q),
         "media": with_query(child_path(r.id, segment_template("fmp4")), q),
         "startNumber": "1",
@@ -150,10 +152,11 @@ def _segment_template(
         ET.SubElement(timeline, "S", attrs)
 
 
-def _pto(r: Rendition, zero: Fraction, clipped: bool) -> int:
-    """Media time (track ticks) shown at period time 0. Unclipped this is the rendition's own
-    offset, exactly as the segmenter rounded it; clipped, the clip's zero in this timescale."""
-    return round(zero * r.track.timescale) if clipped else r.offset
+def _pto(r: Rendition, zero: Fraction) -> int:
+    """Media time (track ticks) shown at period time 0. fMP4 segments present samples at
+    their presentation time (edit list applied), so this is `zero` in this timescale: 0 when
+    unclipped."""
+    return round(zero * r.track.timescale)
 
 
 def timeline_runs(r: Rendition) -> list[tuple[int | None, int, int]]:
@@ -162,22 +165,26 @@ def timeline_runs(r: Rendition) -> list[tuple[int | None, int, int]]:
     runs: list[tuple[int | None, int, int]] = []
     expected: int | None = None
     for i, s in enumerate(r.segments):
-        t = _earliest(r, i)
-        if runs and t == expected and runs[-1][1] == s.duration:
-            prev_t, d, rep = runs[-1]
-            runs[-1] = (prev_t, d, rep + 1)
+        t, d = _earliest(r, i), s.duration
+        if t < 0:
+            # S@t is unsigned: samples an edit list puts before zero (AAC priming) are not
+            # presented anyway, so the segment is announced from 0 with what remains of it.
+            t, d = 0, max(0, t + d)
+        if runs and t == expected and runs[-1][1] == d:
+            prev_t, prev_d, rep = runs[-1]
+            runs[-1] = (prev_t, prev_d, rep + 1)
         else:
-            runs.append((t if t != expected else None, s.duration, 0))
-        expected = t + s.duration
+            runs.append((t if t != expected else None, d, 0))
+        expected = t + d
     return runs
 
 
 def _earliest(r: Rendition, i: int) -> int:
-    """Earliest presentation time of segment i: its first (sync) sample's decode time plus its
-    composition offset, which is what the fMP4 segment's tfdt + trun will present."""
+    """Earliest presentation time of segment i on the fMP4 timeline: decode time plus
+    composition offset plus the edit list shift, which is what tfdt + trun present."""
     s = r.segments[i]
-    cts = r.track.cts
-    return s.start + (cts[s.first] if cts is not None else 0)
+    t = r.track
+    return t.dts[s.first] + (t.cts[s.first] if t.cts is not None else 0) + t.edit_shift
 
 
 def _by_language(audios: list[Rendition]) -> list[tuple[str, list[Rendition]]]:

@@ -55,7 +55,7 @@ def master_playlist(
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{_MASTER_VERSION[container]}",
              "#EXT-X-INDEPENDENT-SEGMENTS", ""]
     lines += _audio_media(audios, container, query, muxed_default=bool(videos))
-    lines += _subtitle_media(subtitles, query)
+    lines += _subtitle_media(subtitles, container, query)
     if lines[-1]:
         lines.append("")
     audio_peak, audio_avg = _audio_budget([stats[a.id] for a in audios], container, bool(videos))
@@ -107,7 +107,8 @@ def _audio_media(
     return lines
 
 
-def _subtitle_media(subtitles: list[SubtitleTrack], query: str) -> list[str]:
+def _subtitle_media(subtitles: list[SubtitleTrack], container: Container,
+                    query: str) -> list[str]:
     names = unique_names([s.name or language_name(s.language) for s in subtitles])
     lines = []
     for s, name in zip(subtitles, names, strict=True):
@@ -118,7 +119,7 @@ def _subtitle_media(subtitles: list[SubtitleTrack], query: str) -> list[str]:
             ("NAME", _q(name)),
             ("DEFAULT", "NO"),
             ("AUTOSELECT", "YES"),
-            ("URI", _q(with_query(child_path(s.id, SUBTITLE_PLAYLIST), query))),
+            ("URI", _q(with_query(child_path(s.id, playlist_name(container)), query))),
         ]
         lines.append(f"#EXT-X-MEDIA:{_attrs(attrs)}")
     return lines
@@ -235,11 +236,12 @@ def iframe_bandwidth(v: Rendition, container: Container) -> int:
     return math.ceil(total * 8 / span) if span > 0 else total * 8
 
 
-def subtitle_playlist(ref: Rendition, query: str) -> str:
+def subtitle_playlist(ref: Rendition, query: str, container: Container = "fmp4") -> str:
     """WebVTT playlist whose segments line up with the reference rendition's segments, so that
     subtitle segment n covers the same time as media segment n (see `subtitle_window`)."""
     ts = ref.track.timescale
-    entries = [(_extinf(s.duration / ts), vtt_segment_name(s.number)) for s in ref.segments]
+    entries = [(_extinf(s.duration / ts), vtt_segment_name(s.number, container))
+               for s in ref.segments]
     return _media_text(_media_head(3, entries), entries, query)
 
 
