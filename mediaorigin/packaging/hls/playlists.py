@@ -25,7 +25,6 @@ from ..stats import (
 )
 from ..urls import (
     INIT,
-    SUBTITLE_PLAYLIST,
     child_path,
     iframe_name,
     iframes_playlist_name,
