@@ -136,7 +136,6 @@ except ImportError as e:  # the origin itself would fail the same way; say so ea
 from mediaorigin.packaging.mp4 import serial  # noqa: E402  (after the dependency check)
 from mediaorigin.packaging.mp4.index import index_file  # noqa: E402
 
-
 # --- small helpers ----------------------------------------------------------------------------
 
 def free_port() -> int:
@@ -211,6 +210,13 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine (all cores), from the first line of /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -253,12 +259,14 @@ def wrk(port: int, paths: list[str], seconds: float, server_pid: int) -> dict:
            "-s", str(LUA), f"http://127.0.0.1:{port}", "--", str(listfile)]
     pids = process_tree(server_pid)
     server0 = cpu_seconds(pids)
+    machine0 = machine_cpu_seconds()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     wall = time.perf_counter() - t0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     server1 = cpu_seconds(pids)
+    machine1 = machine_cpu_seconds()
     line = next((ln for ln in p.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if p.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({p.returncode}): {p.stdout[-800:]} {p.stderr[-800:]}")
@@ -268,6 +276,9 @@ def wrk(port: int, paths: list[str], seconds: float, server_pid: int) -> dict:
     if errors:
         say(f"  WARNING: wrk counted {errors} errors: "
             f"{ {k: v for k, v in r.items() if k.startswith('errors_') and v} }")
+    server_pct = 100 * (server1 - server0) / wall
+    wrk_pct = 100 * ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) / wall
+    machine_pct = 100 * (machine1 - machine0) / wall
     return {
         "requests": r["requests"], "seconds": round(dur, 3),
         "req_s": r["requests"] / dur, "mb_s": r["bytes"] / dur / 1e6,
@@ -275,12 +286,23 @@ def wrk(port: int, paths: list[str], seconds: float, server_pid: int) -> dict:
         "p50_ms": r["lat_p50_us"] / 1000, "p90_ms": r["lat_p90_us"] / 1000,
         "p99_ms": r["lat_p99_us"] / 1000, "max_ms": r["lat_max_us"] / 1000,
         "errors": errors,
-        # CPU as a percentage of one core; 200% = both cores of this machine.
-        "server_cpu_pct": 100 * (server1 - server0) / wall,
-        "wrk_cpu_pct": 100 * ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime))
-        / wall,
+        # CPU as a percentage of one core (100 * cores = the whole machine). "other" is what
+        # the rest of the machine burned meanwhile (kernel softirq for loopback included):
+        # a large value means another workload was competing and the figures are noisy.
+        "server_cpu_pct": server_pct, "wrk_cpu_pct": wrk_pct,
+        "machine_cpu_pct": machine_pct,
+        "other_cpu_pct": max(0.0, machine_pct - server_pct - wrk_pct),
     }
 
+
+# How busy is the machine before we start? Another workload on a 2-core box moves every figure.
+_m0, _t0 = machine_cpu_seconds(), time.perf_counter()
+time.sleep(1.0)
+ENV_INFO["background_cpu_pct_at_start"] = 100 * (machine_cpu_seconds() - _m0) / (
+    time.perf_counter() - _t0)
+if ENV_INFO["background_cpu_pct_at_start"] > 20:
+    say(f"WARNING: the machine is already {ENV_INFO['background_cpu_pct_at_start']:.0f}% busy "
+        "(% of one core) before the bench starts; figures will be noisy")
 
 TMP = Path(tempfile.mkdtemp(prefix="mediaorigin-bench-"))
 # nginx's workers drop to user nobody when started as root: they must be able to read here.
@@ -315,64 +337,6 @@ try:
     RESULTS["mezzanine"] = {"file": mezz.name, "seconds": DURATION,
                             "bytes": mezz.stat().st_size}
 
-    # === 1b. Index timing on a 1-hour file ======================================================
-    # The first request for a title parses its moov (sample tables) and caches the result. For
-    # a one-hour lecture that is ~108k video + ~169k audio samples. Rather than encode an hour,
-    # loop the mezzanine with stream copy: the sample tables are those of a real hour-long file.
-    index_res: dict = {}
-    free_gb = shutil.disk_usage(TMP).free / 1e9
-    if args.skip_long:
-        say("1-hour index timing skipped (--skip-long)")
-        index_res["skipped"] = "--skip-long"
-    elif free_gb < 10:
-        say(f"1-hour index timing skipped: only {free_gb:.1f} GB free in {TMP} (need 10 GB)")
-        index_res["skipped"] = f"{free_gb:.1f} GB free"
-    else:
-        say("building a 1-hour file by stream-copying the mezzanine in a loop ...")
-        t0 = time.perf_counter()
-        subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
-                        "-stream_loop", "-1", "-i", str(mezz), "-t", "3600", "-c", "copy",
-                        str(long_path)], check=True)
-        say(f"  {long_path.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - t0:.1f} s")
-        size = long_path.stat().st_size
-        fd = os.open(long_path, os.O_RDONLY)
-        try:
-            # "Cold" = no index cache: read the moov and expand every table. The moov bytes
-            # come from the page cache (the file was just written); the parse dominates.
-            parse_times = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                idx = index_file(lambda off, n: os.pread(fd, n, off), size)
-                parse_times.append(time.perf_counter() - t0)
-        finally:
-            os.close(fd)
-        # The serialized index as IndexCache stores it, then read back the way the origin
-        # does on a restart: read the file and rebuild the arrays.
-        blob = serial.dumps(idx, "bench")
-        cache_file = TMP / "long.moix"
-        cache_file.write_bytes(blob)
-        dump_times, load_times = [], []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            serial.dumps(idx, "bench")
-            dump_times.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            serial.loads(cache_file.read_bytes(), "bench")
-            load_times.append(time.perf_counter() - t0)
-        index_res = {
-            "file_bytes": size,
-            "samples": {t.kind: t.sample_count for t in idx.tracks},
-            "parse_ms_median": ms(statistics.median(parse_times)),
-            "parse_ms_all": [round(ms(x), 2) for x in parse_times],
-            "cache_bytes": len(blob),
-            "dumps_ms_median": ms(statistics.median(dump_times)),
-            "loads_ms_median": ms(statistics.median(load_times)),
-        }
-        long_path.unlink()  # 2+ GB of scratch: gone as soon as it has been measured
-        say(f"  index_file median {index_res['parse_ms_median']:.1f} ms, "
-            f"cache load median {index_res['loads_ms_median']:.1f} ms")
-    RESULTS["index_1h"] = index_res
-
     # === 2. The origin ==========================================================================
     # Its own world in TMP: storage root, library database and a fresh cache dir per start,
     # all set through MEDIAORIGIN_* variables; the demo lecture is off (it would encode video).
@@ -390,7 +354,9 @@ try:
     })
     out = subprocess.run([str(MEDIAORIGIN), "import", str(mezz), "--title", "bench mezzanine",
                           "--config", str(config_file)],
-                         env=BASE_ENV, capture_output=True, text=True, check=True)
+                         env=BASE_ENV, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"mediaorigin import failed: {out.stderr[-2000:]}")
     MEDIA_ID = out.stdout.strip().splitlines()[-1]
     say(f"imported the mezzanine as media id {MEDIA_ID}")
     STARTS = 0
@@ -558,7 +524,7 @@ try:
     say("ffmpeg pre-packaging (median of 3) ...")
     ff_times = []
     hls_dir = TMP / "hls"
-    for k in range(3):
+    for _ in range(3):
         shutil.rmtree(hls_dir, ignore_errors=True)
         hls_dir.mkdir()
         t0 = time.perf_counter()
@@ -635,6 +601,66 @@ http {{
         stop(proc)
     RESULTS["nginx"] = {str(k): v for k, v in NGINX_RES.items()}
 
+    # === 1b. Index timing on a 1-hour file (run last, reported first) ===========================
+    # It runs after the load tests on purpose: writing a 2.4 GB file leaves gigabytes of dirty
+    # pages whose writeback would stall the origin's disk-cache writes and skew the latencies.
+    # The first request for a title parses its moov (sample tables) and caches the result. For
+    # a one-hour lecture that is ~108k video + ~169k audio samples. Rather than encode an hour,
+    # loop the mezzanine with stream copy: the sample tables are those of a real hour-long file.
+    index_res: dict = {}
+    free_gb = shutil.disk_usage(TMP).free / 1e9
+    if args.skip_long:
+        say("1-hour index timing skipped (--skip-long)")
+        index_res["skipped"] = "--skip-long"
+    elif free_gb < 10:
+        say(f"1-hour index timing skipped: only {free_gb:.1f} GB free in {TMP} (need 10 GB)")
+        index_res["skipped"] = f"{free_gb:.1f} GB free"
+    else:
+        say("building a 1-hour file by stream-copying the mezzanine in a loop ...")
+        t0 = time.perf_counter()
+        subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
+                        "-stream_loop", "-1", "-i", str(mezz), "-t", "3600", "-c", "copy",
+                        str(long_path)], check=True)
+        say(f"  {long_path.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - t0:.1f} s")
+        size = long_path.stat().st_size
+        fd = os.open(long_path, os.O_RDONLY)
+        try:
+            # "Cold" = no index cache: read the moov and expand every table. The moov bytes
+            # come from the page cache (the file was just written); the parse dominates.
+            parse_times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                idx = index_file(lambda off, n: os.pread(fd, n, off), size)
+                parse_times.append(time.perf_counter() - t0)
+        finally:
+            os.close(fd)
+        # The serialized index as IndexCache stores it, then read back the way the origin
+        # does on a restart: read the file and rebuild the arrays.
+        blob = serial.dumps(idx, "bench")
+        cache_file = TMP / "long.moix"
+        cache_file.write_bytes(blob)
+        dump_times, load_times = [], []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            serial.dumps(idx, "bench")
+            dump_times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            serial.loads(cache_file.read_bytes(), "bench")
+            load_times.append(time.perf_counter() - t0)
+        index_res = {
+            "file_bytes": size,
+            "samples": {t.kind: t.sample_count for t in idx.tracks},
+            "parse_ms_median": ms(statistics.median(parse_times)),
+            "parse_ms_all": [round(ms(x), 2) for x in parse_times],
+            "cache_bytes": len(blob),
+            "dumps_ms_median": ms(statistics.median(dump_times)),
+            "loads_ms_median": ms(statistics.median(load_times)),
+        }
+        long_path.unlink()  # 2+ GB of scratch: gone as soon as it has been measured
+        say(f"  index_file median {index_res['parse_ms_median']:.1f} ms, "
+            f"cache load median {index_res['loads_ms_median']:.1f} ms")
+    RESULTS["index_1h"] = index_res
+
 finally:
     for p in RUNNING:
         stop(p)
@@ -662,6 +688,15 @@ print(f"peers     : {ENV_INFO['nginx']}; {ENV_INFO['ffmpeg']}")
 print(f"load      : {ENV_INFO['wrk']}: 1 thread, {CONNS} connections, {WRK_SECONDS:g} s per "
       f"run, nothing pinned. The load generator shares the {ENV_INFO['cpus']} cores with the "
       "server.")
+others = [w["other_cpu_pct"] for r in ORIGIN.values()
+          for w in (r["master"], r["media"], r["warm_default"], r["warm_disk"], r["warm_memory"])]
+others += [w["other_cpu_pct"] for w in NGINX_RES.values()]
+print(f"background: {ENV_INFO['background_cpu_pct_at_start']:.0f}% of one core busy before the "
+      f"run; 'other' CPU during load runs: median {statistics.median(others):.0f}%, max "
+      f"{max(others):.0f}% (kernel loopback work included)")
+if statistics.median(others) > 30:
+    print("WARNING   : another workload competed for the CPUs during this run; compare figures"
+          " only with care")
 m = RESULTS["mezzanine"]
 any_origin = next(iter(ORIGIN.values()))
 print(f"media     : {m['seconds']:g} s 1080p30 H.264 5 Mb/s + AAC 128k "
@@ -685,12 +720,13 @@ print()
 
 print("2. Playlists (wrk; latency in ms; CPU in % of one core)")
 print(f"   {'loop/workers':<14}{'master req/s':>13}{'p50':>7}{'p99':>7}"
-      f"{'media req/s':>13}{'p50':>7}{'p99':>7}{'origin CPU':>12}{'wrk CPU':>9}")
+      f"{'media req/s':>13}{'p50':>7}{'p99':>7}{'origin CPU':>12}{'wrk CPU':>9}{'other':>7}")
 for name, r in ORIGIN.items():
     print(f"   {name:<14}{r['master']['req_s']:>13.0f}{r['master']['p50_ms']:>7.2f}"
           f"{r['master']['p99_ms']:>7.2f}{r['media']['req_s']:>13.0f}{r['media']['p50_ms']:>7.2f}"
           f"{r['media']['p99_ms']:>7.2f}{r['media']['server_cpu_pct']:>11.0f}%"
-          f"{r['media']['wrk_cpu_pct']:>8.0f}%")
+          f"{r['media']['wrk_cpu_pct']:>8.0f}%{r['media']['other_cpu_pct']:>6.0f}%")
+print("   (CPU columns: during the media playlist run)")
 print()
 
 print(f"3. Cold segments: empty cache, each video segment fetched once, sequentially, keep-alive "
@@ -707,7 +743,7 @@ print()
 
 print("4. Warm segments (wrk over every video segment URL; MB = 10^6 bytes)")
 print(f"   {'loop/workers':<14}{'cache tier':<12}{'req/s':>8}{'MB/s':>8}{'p50 ms':>9}"
-      f"{'p99 ms':>9}{'origin CPU':>12}{'wrk CPU':>9}{'vs nginx':>10}")
+      f"{'p99 ms':>9}{'origin CPU':>12}{'wrk CPU':>9}{'other':>7}{'vs nginx':>10}")
 for name, r in ORIGIN.items():
     tiers = [("default", r["warm_default"]), ("disk", r["warm_disk"])]
     if r["workers"] > 1:
@@ -717,11 +753,11 @@ for name, r in ORIGIN.items():
         w["vs_nginx_mb_s"] = ratio
         print(f"   {name:<14}{tier:<12}{w['req_s']:>8.0f}{w['mb_s']:>8.0f}{w['p50_ms']:>9.1f}"
               f"{w['p99_ms']:>9.1f}{w['server_cpu_pct']:>11.0f}%{w['wrk_cpu_pct']:>8.0f}%"
-              f"{ratio:>9.2f}x")
+              f"{w['other_cpu_pct']:>6.0f}%{ratio:>9.2f}x")
 for workers, w in NGINX_RES.items():
     print(f"   {'nginx/' + str(workers) + 'w':<14}{'files':<12}{w['req_s']:>8.0f}{w['mb_s']:>8.0f}"
           f"{w['p50_ms']:>9.1f}{w['p99_ms']:>9.1f}{w['server_cpu_pct']:>11.0f}%"
-          f"{w['wrk_cpu_pct']:>8.0f}%{1.0:>9.2f}x")
+          f"{w['wrk_cpu_pct']:>8.0f}%{w['other_cpu_pct']:>6.0f}%{1.0:>9.2f}x")
 ff = RESULTS["ffmpeg_prepackage"]
 print(f"   nginx serves ffmpeg's {ff['segments']} segments of {ff['avg_segment_bytes'] / 1e6:.2f} "
       f"MB avg (video + audio muxed); the origin's are video only.")

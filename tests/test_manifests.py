@@ -711,3 +711,25 @@ def test_segmentation_properties(videos: list[Track], audios: list[Track], targe
     counts = [sum(1 + int(s.get("r", "0")) for s in tmpl.iterfind(".//d:S", NS))
               for tmpl in root.iterfind(".//d:SegmentTemplate", NS)]
     assert sorted(counts) == sorted(len(r.segments) for r in p.renditions)
+
+
+def test_segmenter_reference_cuts_are_exact_with_uneven_durations() -> None:
+    """A short frame just before a keyframe must not pull the cut one sample early."""
+    v = make_track("video", 1, 1000, [100, 100, 100, 100, 10, 100, 100, 100, 100],
+                   [10] * 9, [0, 4, 5, 8], H264)
+    p = build_presentation([(0, v)], 0.405)
+    assert [(s.first, s.end) for s in p.renditions[0].segments] == [(0, 5), (5, 9)]
+
+
+def test_segmenter_leading_non_keyframes_ride_in_segment_one() -> None:
+    v = make_track("video", 1, 100, [10] * 10, [10] * 10, [3, 6], H264)
+    p = build_presentation([(0, v)], 0.2)
+    assert [(s.first, s.end) for s in p.renditions[0].segments] == [(0, 6), (6, 10)]
+
+
+def test_same_file_audio_tracks_are_all_kept() -> None:
+    p = build_presentation([(0, video()), (0, audio()), (0, audio(track_id=3))], 2.0)
+    assert [r.id for r in p.renditions] == ["v0", "a0", "a1"]
+    ladder = build_presentation([(0, video()), (0, audio()), (1, video(track_id=1)),
+                                 (1, audio())], 2.0)
+    assert [r.id for r in ladder.renditions] == ["v0", "v1", "a0"]

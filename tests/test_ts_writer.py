@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from mediaorigin.packaging.model import CodecInfo, MediaError, SampleRun, Track
 from mediaorigin.packaging.ts.adts import AdtsFramer
-from mediaorigin.packaging.ts.annexb import START_CODE, access_unit, avc_format
+from mediaorigin.packaging.ts.annexb import START_CODE, access_unit, avc_format, hevc_format
 from mediaorigin.packaging.ts.psi import crc32_mpeg2
 from mediaorigin.packaging.ts.writer import (
     AUDIO_PID,
@@ -59,13 +59,15 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _ffmpeg(*LAVFI_VIDEO, "-t", "2", "-c:v", "libx265", "-x265-params",
             "log-level=error:keyint=25", "-tag:v", "hvc1", str(d / "hevc.mp4"))  # fmt: skip
     _ffmpeg(*LAVFI_AUDIO, "-t", "2", "-ac", "2", "-c:a", "ac3", str(d / "ac3.mp4"))
+    _ffmpeg(*LAVFI_AUDIO, "-t", "2", "-ac", "2", "-c:a", "eac3", str(d / "eac3.mp4"))
     _ffmpeg(*LAVFI_AUDIO, "-t", "2", "-ac", "2", "-c:a", "libmp3lame", str(d / "mp3.mp4"))
     return d
 
 
-_FOURCC = {"h264": "avc1", "hevc": "hvc1", "aac": "mp4a", "ac3": "ac-3", "mp3": "mp4a"}
+_FOURCC = {"h264": "avc1", "hevc": "hvc1", "aac": "mp4a", "ac3": "ac-3", "eac3": "ec-3",
+           "mp3float": "mp4a"}  # fmt: skip
 _RFC6381 = {"h264": "avc1.64000d", "hevc": "hvc1.1.6.L63.90", "aac": "mp4a.40.2",
-            "ac3": "ac-3", "mp3": "mp4a.6B"}  # fmt: skip
+            "ac3": "ac-3", "eac3": "ec-3", "mp3float": "mp4a.6B"}  # fmt: skip
 
 
 def demux(path: Path, kind: str, *, base_time: int = 0) -> SampleRun:
@@ -75,13 +77,14 @@ def demux(path: Path, kind: str, *, base_time: int = 0) -> SampleRun:
         packets = [p for p in c.demux(stream) if p.size]
         ctx = stream.codec_context
         name = ctx.name
+        assert stream.time_base is not None and stream.time_base.numerator == 1
         timescale = stream.time_base.denominator
-        assert stream.time_base.numerator == 1
         config = bytes(ctx.extradata or b"")
-        rate = ctx.sample_rate if kind == "audio" else 0
-    dts = [p.dts for p in packets]
-    durations = [b - a for a, b in zip(dts, dts[1:], strict=False)] + [packets[-1].duration]
-    cts = [p.pts - p.dts for p in packets]
+        rate = int(getattr(ctx, "sample_rate", 0) or 0)
+    dts = [int(p.dts or 0) for p in packets]
+    durations = [b - a for a, b in zip(dts, dts[1:], strict=False)]
+    durations.append(int(packets[-1].duration or 0))
+    cts = [int(p.pts or 0) - d for p, d in zip(packets, dts, strict=True)]
     sizes = [p.size for p in packets]
     codec = CodecInfo(_FOURCC[name], _RFC6381[name], b"", config, sample_rate=rate)
     track = Track(
@@ -179,9 +182,7 @@ def parse_ts(data: bytes) -> list[Packet]:
             assert pos <= 188
             if control == 0x02:
                 assert af_len == 183
-        packets.append(
-            Packet(pid, bool(p[1] & 0x40), p[3] & 0x0F, bool(control & 1), af, p[pos:])
-        )
+        packets.append(Packet(pid, bool(p[1] & 0x40), p[3] & 0x0F, bool(control & 1), af, p[pos:]))
     return packets
 
 
@@ -313,7 +314,12 @@ def test_h264_aac_segment_decodes_identically(media: Path, tmp_path: Path) -> No
 def test_hevc_segment_decodes_identically(media: Path, tmp_path: Path) -> None:
     src = media / "hevc.mp4"
     seg = tmp_path / "seg.ts"
-    seg.write_bytes(write_ts_segment(demux(src, "video"), None))
+    data = write_ts_segment(demux(src, "video"), None)
+    check_structure(data, {VIDEO_PID: 0x24})
+    first = pes_by_pid(parse_ts(data))[VIDEO_PID][0].payload
+    assert first.startswith(START_CODE + b"\x46\x01\x50" + START_CODE + b"\x40\x01")  # AUD, VPS
+    assert b"x265" not in first  # the encoder's settings SEI is not repeated
+    seg.write_bytes(data)
     assert ffprobe(seg) == (["hevc"], "")
     assert decode_errors(seg) == ""
     src_frames = framemd5(src, "v")
@@ -328,22 +334,27 @@ def test_consecutive_segments_decode_like_one(media: Path, tmp_path: Path) -> No
     cuts = [i for i, key in enumerate(video.sync) if key] + [len(video)]
     assert len(cuts) == 5
     rate = audio.track.timescale / video.track.timescale
+    times = [sum(audio.durations[:i]) for i in range(len(audio) + 1)]
+    src_frames = framemd5(src, "v")
     parts = []
     for n, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False)):
         t0, t1 = sum(video.durations[:a]) * rate, sum(video.durations[:b]) * rate
-        times = [sum(audio.durations[:i]) for i in range(len(audio) + 1)]
         aa = next(i for i, t in enumerate(times) if t >= t0)
-        ab = next((i for i, t in enumerate(times) if t >= t1), len(audio)) if b < len(video) else len(audio)
+        ab = (
+            next((i for i, t in enumerate(times) if t >= t1), len(audio))
+            if b < len(video)
+            else len(audio)
+        )
         seg = write_ts_segment(sub_run(video, a, b), sub_run(audio, aa, ab), sequence=n)
         check_structure(seg, {VIDEO_PID: 0x1B, AUDIO_PID: 0x0F}, sequence=n)
         single = tmp_path / f"seg{n}.ts"
         single.write_bytes(seg)
         assert decode_errors(single) == ""
-        assert framemd5(single, "v")[0] == framemd5(src, "v")[a]  # starts decodable
+        assert framemd5(single, "v") == src_frames[a:b]  # decodable from its first frame
         parts.append(seg)
     joined = tmp_path / "joined.ts"
     joined.write_bytes(b"".join(parts))
-    assert framemd5(joined, "v") == framemd5(src, "v")
+    assert framemd5(joined, "v") == src_frames
 
 
 def test_audio_only_segment(media: Path, tmp_path: Path) -> None:
@@ -385,7 +396,11 @@ def test_video_only_segment_and_iframe(media: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "codec", "stream_type", "stream_id"),
-    [("ac3.mp4", "ac3", 0x81, 0xBD), ("mp3.mp4", "mp3", 0x03, 0xC0)],
+    [
+        ("ac3.mp4", "ac3", 0x81, 0xBD),
+        ("eac3.mp4", "eac3", 0x87, 0xBD),
+        ("mp3.mp4", "mp3", 0x03, 0xC0),
+    ],
 )
 def test_other_audio_codecs(
     media: Path, tmp_path: Path, name: str, codec: str, stream_type: int, stream_id: int
@@ -406,8 +421,10 @@ def test_other_audio_codecs(
 
 def test_packet_structure_and_timestamps(media: Path) -> None:
     src = media / "h264.mp4"
-    base = 12800 * 3600 * 3  # 3 h, well past 2^32 / 90 kHz ticks: checks 33-bit fields
-    video, audio = demux(src, "video", base_time=base), demux(src, "audio", base_time=48000 * 10800)
+    hours = 14  # past 2^32 ticks of 90 kHz (13.3 h): the 33rd timestamp bit is used
+    video = demux(src, "video", base_time=12800 * 3600 * hours)
+    audio = demux(src, "audio", base_time=48000 * 3600 * hours)
+    base = video.base_time
     data = write_ts_segment(video, audio, sequence=21)
     check_structure(data, {VIDEO_PID: 0x1B, AUDIO_PID: 0x0F}, sequence=21)
     packets = parse_ts(data)
@@ -426,12 +443,11 @@ def test_packet_structure_and_timestamps(media: Path) -> None:
     assert START_CODE + b"\x67" in key_payload and START_CODE + b"\x68" in key_payload
     assert START_CODE + b"\x67" not in vpes[1].payload
     # DTS order across PIDs: audio PES are not held back behind video.
-    order = [(p.pid, p.start) for p in packets if p.start and p.pid in (VIDEO_PID, AUDIO_PID)]
-    times = [
-        (vp if pid == VIDEO_PID else ap).pop(0)
-        for vp, ap in [([x.dts or x.pts for x in vpes], [x.pts for x in pes[AUDIO_PID]])]
-        for pid, _ in order
-    ]
+    decode_times = {
+        pid: iter([x.dts if x.dts is not None else (x.pts or 0) for x in items])
+        for pid, items in pes.items()
+    }
+    times = [next(decode_times[p.pid]) for p in packets if p.start and p.pid in decode_times]
     assert times == sorted(times)
 
 
@@ -449,8 +465,8 @@ def test_crc32_mpeg2_check_value() -> None:
 
 def test_adts_header_from_asc() -> None:
     framer = AdtsFramer.from_config(bytes.fromhex("1190"))  # AAC LC, 48 kHz, stereo
-    assert framer.header(100) == bytes.fromhex("fff1508010 df fc".replace(" ", ""))
-    he = AdtsFramer.from_config(bytes.fromhex("2b920800"))  # HE-AAC: SBR, 24 kHz core
+    assert framer.header(100) == bytes.fromhex("fff14c800d7ffc")
+    he = AdtsFramer.from_config(bytes.fromhex("2b1188"))  # HE-AAC: SBR 48 kHz, 24 kHz core
     assert (he.object_type, he.frequency_index, he.channel_config) == (2, 6, 2)
     with pytest.raises(MediaError):
         AdtsFramer.from_config(bytes.fromhex("f8"))  # truncated
@@ -469,6 +485,23 @@ def test_parameter_sets_not_repeated_when_in_band() -> None:
     assert parts == b"".join(START_CODE + n for n in (b"\x09\xf0", sps, pps, idr))
     parts = b"".join(access_unit(fmt, memoryview(bare), keyframe=False))
     assert parts == START_CODE + b"\x09\xf0" + START_CODE + idr
+
+
+def test_hevc_access_unit() -> None:
+    """Parameter sets in VPS/SPS/PPS order whatever the record's; the AUD copies TemporalId."""
+    vps, sps, pps = b"\x40\x01\x0c", b"\x42\x01\x01", b"\x44\x01\xc1"
+    arrays = [(0x21, sps), (0x20, vps), (0x22, pps)]  # deliberately out of order
+    config = bytes(21) + b"\x03" + bytes((len(arrays),))
+    config += b"".join(bytes((t, 0, 1)) + len(n).to_bytes(2, "big") + n for t, n in arrays)
+    fmt = hevc_format(config)
+    idr = b"\x26\x01\xaf"  # IDR_W_RADL, TemporalId 0
+    sample = memoryview(len(idr).to_bytes(4, "big") + idr)
+    got = b"".join(access_unit(fmt, sample, keyframe=True))
+    assert got == b"".join(START_CODE + n for n in (b"\x46\x01\x50", vps, sps, pps, idr))
+    trail = b"\x02\x03\xaf"  # TRAIL_R, TemporalId 2
+    sample = memoryview(len(trail).to_bytes(4, "big") + trail)
+    got = b"".join(access_unit(fmt, sample, keyframe=False))
+    assert got == START_CODE + b"\x46\x03\x50" + START_CODE + trail
 
 
 # --- tests: bad input ------------------------------------------------------------------------
@@ -510,7 +543,11 @@ def _with_codec(run: SampleRun, codec: CodecInfo) -> SampleRun:
 # --- property tests: any sizes packetize losslessly ------------------------------------------
 
 # avcC: version 1, Baseline 3.0, 4-byte lengths, one SPS, one PPS.
-_AVCC = bytes.fromhex("0142001effe1") + b"\x00\x05\x67\x42\x00\x1e\xab" + b"\x01\x00\x04\x68\xce\x3c\x80"
+_AVCC = (
+    bytes.fromhex("0142001effe1")
+    + b"\x00\x05\x67\x42\x00\x1e\xab"
+    + b"\x01\x00\x04\x68\xce\x3c\x80"
+)
 
 
 def _synthetic_video(
@@ -526,27 +563,33 @@ def _synthetic_video(
                      b"".join(samples))  # fmt: skip
 
 
-def _synthetic_ac3(frames: list[bytes], *, duration: int = 1536) -> SampleRun:
+def _synthetic_ac3(frames: list[bytes], *, duration: int = 1536, base_time: int = 0) -> SampleRun:
     codec = CodecInfo("ac-3", "ac-3", b"", b"", channels=2, sample_rate=48000)
     sizes = [len(f) for f in frames]
     track = Track(2, "audio", 48000, "eng", codec, array("I", sizes), array("Q"), array("q"),
                   None, None)  # fmt: skip
-    return SampleRun(track, 0, [duration] * len(frames), sizes, None, [True] * len(frames),
+    return SampleRun(track, base_time, [duration] * len(frames), sizes, None, [True] * len(frames),
                      b"".join(frames))  # fmt: skip
 
 
 @settings(max_examples=60, deadline=None)
 @given(
-    video_sizes=st.lists(st.integers(1, 1200), min_size=1, max_size=12),
+    # Sizes around 184-byte packet edges, and past 65535 (PES_packet_length 0 for video).
+    video_sizes=st.lists(
+        st.one_of(st.integers(1, 1200), st.integers(65_400, 66_000)), min_size=1, max_size=12
+    ),
     audio_sizes=st.lists(st.integers(1, 900), min_size=0, max_size=20),
     frame_ticks=st.sampled_from([256, 512, 1600, 6400]),
 )
-def test_any_sizes_round_trip(video_sizes: list[int], audio_sizes: list[int], frame_ticks: int) -> None:
+def test_any_sizes_round_trip(
+    video_sizes: list[int], audio_sizes: list[int], frame_ticks: int
+) -> None:
     rng = random.Random(len(video_sizes) * 1000 + len(audio_sizes))
     payloads = [b"\x65" + rng.randbytes(n) for n in video_sizes]
     frames = [rng.randbytes(n) for n in audio_sizes]
-    video = _synthetic_video(payloads, duration=frame_ticks, base_time=rng.randrange(10**9))
-    audio = _synthetic_ac3(frames) if frames else None
+    base = rng.randrange(10**9)  # up to 21 h: uses the 33rd bit of 90 kHz timestamps
+    video = _synthetic_video(payloads, duration=frame_ticks, base_time=base)
+    audio = _synthetic_ac3(frames, base_time=base * 48000 // 12800) if frames else None
     data = write_ts_segment(video, audio, sequence=len(video_sizes))
     streams = {VIDEO_PID: 0x1B} | ({AUDIO_PID: 0x81} if frames else {})
     check_structure(data, streams, sequence=len(video_sizes))

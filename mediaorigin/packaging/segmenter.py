@@ -107,9 +107,14 @@ def build_presentation(
         renditions.append(Rendition(rid, t, src, ticks, []))
 
     ref = renditions[0]
-    cuts = _reference_cuts(ref, Fraction(target), clip, offset)
+    cuts_idx, end_idx = _reference_cuts(ref, Fraction(target), clip, offset)
+    ts = ref.track.timescale
+    cuts = [Fraction(ref.out_time(i), ts) for i in (*cuts_idx, end_idx)]
     for r in renditions:
-        r.segments = _segments_at(r, cuts, clipped=clip is not None)
+        if r is ref:  # exact indices: no rounding between timescales on the track itself
+            r.segments = _segments_from(r, list(cuts_idx), end_idx, clipped=clip is not None)
+        else:
+            r.segments = _segments_at(r, cuts, clipped=clip is not None)
     return Presentation(offset, target, renditions, clip)
 
 
@@ -121,15 +126,14 @@ def _without_ladder_duplicates(tracks: list[tuple[int, Track]]) -> list[tuple[in
     languages) are always kept.
     """
     with_video = {src for src, t in tracks if t.kind == "video"}
-    seen: set[tuple[str, str, int, int, int]] = set()
+    first_source: dict[tuple[str, str, int, int, int], int] = {}
     kept = []
     for src, t in tracks:
         if t.kind == "audio" and src in with_video:
             c = t.codec
             key = (t.language, c.codec, c.channels, c.sample_rate, t.sample_count)
-            if key in seen:
+            if first_source.setdefault(key, src) != src:
                 continue
-            seen.add(key)
         kept.append((src, t))
     return kept
 
@@ -145,8 +149,8 @@ def _common_offset(tracks: list[Track]) -> Fraction:
 
 def _reference_cuts(
     ref: Rendition, target: Fraction, clip: tuple[float, float] | None, offset: Fraction
-) -> list[Fraction]:
-    """Cut instants (seconds, output timeline) of the reference track, plus its end instant."""
+) -> tuple[list[int], int]:
+    """Sample indices where the reference track is cut, and the index where it ends."""
     t = ref.track
     ts = t.timescale
     cuts_idx: list[int] = []
@@ -155,6 +159,10 @@ def _reference_cuts(
         first, last = _clip_range(ref, clip, offset)
     step = target * ts
     candidates = t.sync if (t.kind == "video" and t.sync is not None) else None
+    if candidates is not None and clip is None:
+        # Leading samples before the first keyframe cannot start a segment of their own;
+        # they ride in segment 1 and the cutting counts from that keyframe.
+        first = candidates[0]
     cuts_idx.append(first)
     last_time = ref.out_time(first)
     if candidates is None:
@@ -174,10 +182,7 @@ def _reference_cuts(
                 cuts_idx.append(k)
                 last_time = ref.out_time(k)
             j += 1
-    cuts = [Fraction(ref.out_time(i), ts) for i in cuts_idx]
-    cuts.append(Fraction(ref.out_time(last), ts) if last < t.sample_count else
-                Fraction(t.dts[-1] + t.edit_shift + ref.offset, ts))
-    return cuts
+    return cuts_idx, last
 
 
 def _clip_range(ref: Rendition, clip: tuple[float, float], offset: Fraction) -> tuple[int, int]:
@@ -236,12 +241,18 @@ def _segments_at(r: Rendition, cuts: list[Fraction], clipped: bool) -> list[Segm
         i = _index_at(r, c, sync_only=sync_only)
         if i < n and (not bounds or i > bounds[-1]):
             bounds.append(i)
+    end = _index_at(r, cuts[-1], sync_only=False) if clipped else n
+    return _segments_from(r, bounds, end, clipped)
+
+
+def _segments_from(r: Rendition, bounds: list[int], end: int, clipped: bool) -> list[Segment]:
+    """Segments starting at `bounds`; unclipped, segment 1 starts at sample 0 and the last
+    ends at the last sample, so that every sample is served."""
     if clipped:
-        end = _index_at(r, cuts[-1], sync_only=False)
         bounds = [b for b in bounds if b < end]
     else:
-        end = n
-        bounds = bounds or [0]
+        end = r.track.sample_count
+        bounds = [b for b in bounds if b < end] or [0]
         bounds[0] = 0
     segments: list[Segment] = []
     for number, first in enumerate(bounds, start=1):

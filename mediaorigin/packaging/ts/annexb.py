@@ -34,10 +34,6 @@ class AnnexBFormat:
     parameter_sets: bytes  # start-code prefixed, in decoding order
     required: frozenset[int]  # NAL types that, all present, mean the sample carries its own
 
-    @property
-    def aud(self) -> bytes:
-        return HEVC_AUD_NAL if self.hevc else AVC_AUD_NAL
-
     def nal_type(self, first_byte: int) -> int:
         return (first_byte >> 1) & 0x3F if self.hevc else first_byte & 0x1F
 
@@ -117,7 +113,7 @@ def access_unit(fmt: AnnexBFormat, sample: memoryview, keyframe: bool) -> list[b
     nals = _split(fmt, sample)
     aud_type = HEVC_AUD if fmt.hevc else AVC_AUD
     types = {fmt.nal_type(nal[0]) for nal in nals}
-    parts: list[bytes | memoryview] = [fmt.aud]
+    parts: list[bytes | memoryview] = [_hevc_aud(nals) if fmt.hevc else AVC_AUD_NAL]
     if keyframe and not fmt.required <= types:
         parts.append(fmt.parameter_sets)
     for nal in nals:
@@ -125,6 +121,15 @@ def access_unit(fmt: AnnexBFormat, sample: memoryview, keyframe: bool) -> list[b
             parts.append(START_CODE)
             parts.append(nal)
     return parts
+
+
+def _hevc_aud(nals: list[memoryview]) -> bytes:
+    """HEVC AUD carrying the picture's TemporalId, as the spec requires of an AUD."""
+    for nal in nals:
+        if (nal[0] >> 1) & 0x3F < 32 and len(nal) > 1:  # first VCL NAL unit
+            tid_plus1 = nal[1] & 0x07
+            return HEVC_AUD_NAL if tid_plus1 == 1 else HEVC_AUD_NAL[:5] + bytes((tid_plus1, 0x50))
+    return HEVC_AUD_NAL
 
 
 def _split(fmt: AnnexBFormat, sample: memoryview) -> list[memoryview]:

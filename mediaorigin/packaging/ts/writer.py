@@ -15,7 +15,7 @@ Choices worth knowing:
   the next such PES is more than PCR_INTERVAL away, in the stuffing of the PES's last packet
   (free) or, failing that, in PCR-only packets, so that PCRs are never more than 40 ms apart.
 * Speed: the bulk of a segment is full 184-byte payload packets; those are a precomputed
-  4-byte header plus a memoryview slice, and everything is joined once at the end.
+  4-byte header plus a memoryview slice of the sample data, appended to one bytearray.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..model import MediaError, SampleRun
-from .adts import AdtsFramer
+from .adts import ADTS_HEADER_SIZE, AdtsFramer
 from .annexb import access_unit, avc_format, hevc_format
 from .psi import (
     PAT_PID,
@@ -46,6 +46,9 @@ PAYLOAD_SIZE = 184
 CLOCK = 90_000
 PCR_DELAY = 9_000  # 100 ms: the decoder sees each PES this long before its DTS
 PCR_INTERVAL = 3_600  # 40 ms, the DVB maximum (ISO 13818-1 allows 100 ms)
+# Gaps longer than this are holes in the media (or mismatched runs), not a slow frame rate:
+# the clock just jumps instead of being filled with thousands of PCR-only packets.
+PCR_MAX_FILL = 90_000
 AUDIO_PES_MAX_FRAMES = 5
 # 80 ms: with one extra PCR in the last packet's stuffing, audio-only PCRs stay <= 40 ms apart.
 AUDIO_PES_MAX_DURATION = 2 * PCR_INTERVAL
@@ -78,7 +81,8 @@ class _Carriage:
 class _Pes:
     dts: int  # 90 kHz, not wrapped: the merge key and the PCR source
     pid: int
-    data: bytes  # PES header + payload
+    parts: Parts  # PES header, then payload pieces (views into the run's data, not copies)
+    size: int  # total bytes of parts
     random_access: bool
     next_dts: int | None  # DTS of the next PES on the same PID, to plan the next PCR
 
@@ -101,14 +105,12 @@ def write_ts_segment(
         units.append(_audio_pes(audio, carriage))
     pcr_pid = streams[0].pid
     cc = sequence & 0x0F
-    out: list[bytes | memoryview] = [
-        psi_packet(PAT_PID, pat_section(), cc),
-        psi_packet(PMT_PID, pmt_section(streams, pcr_pid), cc),
-    ]
+    out = bytearray(psi_packet(PAT_PID, pat_section(), cc))
+    out += psi_packet(PMT_PID, pmt_section(streams, pcr_pid), cc)
     muxer = _Muxer(pcr_pid, out)
     for pes in heapq.merge(*units, key=lambda p: (p.dts, p.pid)):  # video first on ties
         muxer.add(pes)
-    return b"".join(out)
+    return bytes(out)
 
 
 def write_ts_iframe(video: SampleRun) -> bytes:
@@ -234,7 +236,8 @@ def _video_pes(run: SampleRun, carriage: _Carriage) -> Iterator[_Pes]:
         yield _Pes(
             dts=dts[i],
             pid=carriage.es.pid,
-            data=_pes_bytes(carriage.stream_id, pts[i], dts[i], parts, bounded=False),
+            parts=parts,
+            size=_add_pes_header(parts, carriage.stream_id, pts[i], dts[i], bounded=False),
             random_access=keyframe,
             next_dts=dts[i + 1] if i + 1 < n else None,
         )
@@ -256,7 +259,8 @@ def _audio_pes(run: SampleRun, carriage: _Carriage) -> Iterator[_Pes]:
         yield _Pes(
             dts=dts[first],
             pid=carriage.es.pid,
-            data=_pes_bytes(carriage.stream_id, pts[first], dts[first], parts, bounded=True),
+            parts=parts,
+            size=_add_pes_header(parts, carriage.stream_id, pts[first], dts[first], bounded=True),
             random_access=True,  # every audio frame is an access point
             next_dts=dts[groups[g + 1][0]] if g + 1 < len(groups) else None,
         )
@@ -272,7 +276,7 @@ def _audio_groups(sizes: list[int], dts: list[int]) -> list[tuple[int, int]]:
             end < n
             and end - first < AUDIO_PES_MAX_FRAMES
             and dts[end + 1] - dts[first] <= AUDIO_PES_MAX_DURATION
-            and total + sizes[end] + 7 * (end + 1 - first) <= AUDIO_PES_MAX_PAYLOAD
+            and total + sizes[end] + ADTS_HEADER_SIZE * (end + 1 - first) <= AUDIO_PES_MAX_PAYLOAD
         ):
             total += sizes[end]
             end += 1
@@ -294,8 +298,8 @@ def _timestamp_field(prefix: int, t: int) -> bytes:
     )
 
 
-def _pes_bytes(stream_id: int, pts: int, dts: int, parts: Parts, *, bounded: bool) -> bytes:
-    """PES header (PTS, and DTS when it differs) followed by the payload parts.
+def _add_pes_header(parts: Parts, stream_id: int, pts: int, dts: int, *, bounded: bool) -> int:
+    """Prepend the PES header (PTS, and DTS when it differs) to parts; return the PES size.
 
     Video PES longer than 65535 bytes get PES_packet_length 0 (allowed for video only).
     """
@@ -303,7 +307,8 @@ def _pes_bytes(stream_id: int, pts: int, dts: int, parts: Parts, *, bounded: boo
         flags, fields = 0x80, _timestamp_field(0x2, pts)
     else:
         flags, fields = 0xC0, _timestamp_field(0x3, pts) + _timestamp_field(0x1, dts)
-    length = 3 + len(fields) + sum(len(p) for p in parts)
+    payload = sum(len(p) for p in parts)
+    length = 3 + len(fields) + payload
     if length > 0xFFFF:
         if bounded:
             raise MediaError("audio PES too large")
@@ -311,7 +316,8 @@ def _pes_bytes(stream_id: int, pts: int, dts: int, parts: Parts, *, bounded: boo
     header = bytes(
         (0, 0, 1, stream_id, length >> 8, length & 0xFF, 0x84, flags, len(fields))
     )  # 0x84: '10' marker, data_alignment_indicator
-    return b"".join([header, fields, *parts])
+    parts.insert(0, header + fields)
+    return 9 + len(fields) + payload
 
 
 # --- PES -> TS packets --------------------------------------------------------------------
@@ -351,7 +357,7 @@ def _packet(pid: int, start: bool, cc: int, chunk: bytes | memoryview, body: byt
 class _Muxer:
     """Continuity counters and PCR schedule of one segment being written."""
 
-    def __init__(self, pcr_pid: int, out: list[bytes | memoryview]) -> None:
+    def __init__(self, pcr_pid: int, out: bytearray) -> None:
         self.pcr_pid = pcr_pid
         self.out = out
         self.cc = {VIDEO_PID: 0, AUDIO_PID: 0}  # next counter per PID
@@ -359,7 +365,7 @@ class _Muxer:
 
     def add(self, pes: _Pes) -> None:
         pcr = _pcr_at(pes.dts)
-        if self.last_pcr is not None:
+        if self.last_pcr is not None and pcr - self.last_pcr <= PCR_MAX_FILL:
             while pcr - self.last_pcr > PCR_INTERVAL:  # long gap: PCR-only packets
                 self._pcr_only(self.last_pcr + PCR_INTERVAL)
         if pes.pid != self.pcr_pid:
@@ -379,31 +385,73 @@ class _Muxer:
     def _pcr_only(self, pcr: int) -> None:
         pid = self.pcr_pid
         last_cc = (self.cc[pid] - 1) & 0x0F  # no payload: the counter does not advance
-        self.out.append(_packet(pid, False, last_cc, b"", _adaptation_body(pcr, False)))
+        self.out += _packet(pid, False, last_cc, b"", _adaptation_body(pcr, False))
         self.last_pcr = pcr
 
     def _packetize(self, pes: _Pes, pcr: int | None, tail_pcr: int | None) -> bool:
         """Append the PES's packets; True if `tail_pcr` fit in the last packet's stuffing."""
         pid, out = pes.pid, self.out
-        data = memoryview(pes.data)
-        n, cc = len(data), self.cc[pid]
         body = _adaptation_body(pcr, pes.random_access)
-        first = min(n, PAYLOAD_SIZE - (1 + len(body) if body else 0))
-        out.append(_packet(pid, True, cc, data[:first], body))
-        cc = (cc + 1) & 0x0F
-        full_end = first + (n - first) // PAYLOAD_SIZE * PAYLOAD_SIZE
-        headers = _FULL_HEADERS[pid]
-        for off in range(first, full_end, PAYLOAD_SIZE):
-            out.append(headers[cc])
-            out.append(data[off : off + PAYLOAD_SIZE])
-            cc = (cc + 1) & 0x0F
+        room = PAYLOAD_SIZE - (1 + len(body) if body else 0)
+        first, rest = _take_front(pes.parts, min(pes.size, room))
+        out += _packet(pid, True, self.cc[pid], first, body)
+        cc, tail = _write_full_packets(out, _FULL_HEADERS[pid], (self.cc[pid] + 1) & 0x0F, rest)
         placed = False
-        if full_end < n:
-            tail = data[full_end:]
+        if tail:
             body = b""
             if tail_pcr is not None and len(tail) <= PAYLOAD_SIZE - _PCR_FIELD_SIZE:
                 body, placed = _adaptation_body(tail_pcr, False), True
-            out.append(_packet(pid, False, cc, tail, body))
+            out += _packet(pid, False, cc, tail, body)
             cc = (cc + 1) & 0x0F
         self.cc[pid] = cc
         return placed
+
+
+def _write_full_packets(
+    out: bytearray, headers: tuple[bytes, ...], cc: int, parts: Parts
+) -> tuple[int, bytes]:
+    """Write the parts as full 184-byte packets; return the next counter and the remainder.
+
+    This is where almost all the bytes go, so it is kept to two bytearray appends per packet:
+    a precomputed header and a memoryview slice of the sample data. No intermediate PES copy
+    is made, and no per-packet objects stay alive (a list of ~15k slices per segment would
+    wake the cyclic GC, which then costs more than the packetizing itself).
+    """
+    carry: Parts = []  # start of a packet straddling two parts
+    carry_len = 0
+    for part in parts:
+        pos, size = 0, len(part)
+        if carry_len:
+            pos = min(PAYLOAD_SIZE - carry_len, size)
+            carry.append(part[:pos])
+            carry_len += pos
+            if carry_len < PAYLOAD_SIZE:
+                continue
+            out += headers[cc]
+            for piece in carry:
+                out += piece
+            cc = (cc + 1) & 0x0F
+            carry, carry_len = [], 0
+        end = pos + (size - pos) // PAYLOAD_SIZE * PAYLOAD_SIZE
+        for off in range(pos, end, PAYLOAD_SIZE):
+            out += headers[cc]
+            out += part[off : off + PAYLOAD_SIZE]
+            cc = (cc + 1) & 0x0F
+        if end < size:
+            carry, carry_len = [part[end:]], size - end
+    return cc, b"".join(carry)
+
+
+def _take_front(parts: Parts, n: int) -> tuple[bytes, Parts]:
+    """The first n bytes of the parts' concatenation, and the parts that remain after them."""
+    front: Parts = []
+    for i, part in enumerate(parts):
+        if len(part) >= n:
+            front.append(part[:n])
+            rest = parts[i + 1 :]
+            if len(part) > n:
+                rest.insert(0, part[n:])
+            return b"".join(front), rest
+        front.append(part)
+        n -= len(part)
+    return b"".join(front), []
