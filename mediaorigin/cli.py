@@ -47,7 +47,8 @@ def import_media(config: Config, files: Sequence[Path], title: str | None,
             raise ImportError_(f"{path}: no audio or video track")
     for language, path in captions:
         if not LANGUAGE.match(language):
-            raise ImportError_(f"captions language {language!r} is not a BCP 47 tag like en or pt-BR")
+            raise ImportError_(
+                f"captions language {language!r} is not a BCP 47 tag like en or pt-BR")
         try:
             parse_webvtt(path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, MediaError) as e:

@@ -21,7 +21,6 @@ from ..packaging.mp4 import serial
 from ..packaging.mp4.index import index_file
 from ..storage.local import FileStat, LocalStorage
 
-
 K = TypeVar("K")
 V = TypeVar("V")
 

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from ..library.catalog import Catalog, MediaItem
 from ..packaging import urls
-from ..packaging.dash.mpd import mpd
+from ..packaging.dash.mpd import mpd, subtitle_shift
 from ..packaging.fmp4.writer import init_segment, media_segment
 from ..packaging.hls.playlists import (
     iframe_playlist,
@@ -193,8 +193,7 @@ class Playback:
         if child is None:
             raise PlaybackError(404, "not_found", "unknown playback URL")
         ext = name.rsplit(".", 1)[1]
-        if child.kind in ("playlist", "iframes_playlist", "vtt_segment", "vtt_full") or \
-                child.container == "vtt":
+        if child.kind in ("playlist", "iframes_playlist", "vtt_segment", "vtt_full"):
             key = f"{prep.version}/{rid}/{name}?{query}"
             data = self._manifests.get(key)
             if data is None:
@@ -231,8 +230,7 @@ class Playback:
                 mpegts = round(p.offset * 90000) if child.container == "ts" else 0
                 return vtt_segment(sub.cues, t0, t0 + ref.seconds(seg.duration), mpegts)
             if child.kind == "vtt_full":
-                first = ref.segments[0]
-                start = ref.seconds(first.start) - offset if p.clip else 0.0
+                start = subtitle_shift(p)  # the MPD's time zero, in presentation seconds
                 end = start + p.duration
                 return vtt_document(sub.cues, start, start, end)
             raise PlaybackError(404, "not_found", "unknown subtitles URL")
@@ -336,7 +334,8 @@ def parse_clip(start: str | None, end: str | None) -> Clip:
         s = float(start) if start is not None else 0.0
         e = float(end) if end is not None else math.inf
     except ValueError:
-        raise PlaybackError(400, "invalid_clip", "start and end must be numbers of seconds") from None
+        raise PlaybackError(400, "invalid_clip",
+                            "start and end must be numbers of seconds") from None
     if not (math.isfinite(s) and s >= 0 and (math.isfinite(e) or e == math.inf) and e > s):
         raise PlaybackError(400, "invalid_clip", "need 0 <= start < end")
     return (round(s, 3), round(e, 3) if math.isfinite(e) else 1e9)

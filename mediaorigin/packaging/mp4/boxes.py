@@ -51,7 +51,8 @@ def parse_header(data: bytes | memoryview, offset: int, limit: int) -> BoxHeader
     return BoxHeader(btype, offset, header, size)
 
 
-def iter_boxes(data: bytes | memoryview, start: int = 0, end: int | None = None) -> Iterator[BoxHeader]:
+def iter_boxes(data: bytes | memoryview, start: int = 0,
+               end: int | None = None) -> Iterator[BoxHeader]:
     """Yield the boxes laid end to end in data[start:end]."""
     end = len(data) if end is None else end
     pos = start

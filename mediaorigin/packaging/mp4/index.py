@@ -124,7 +124,8 @@ def _mdhd(data: bytes, mdhd: BoxHeader) -> tuple[int, str]:
     if timescale == 0:
         raise MediaError("mdhd timescale is zero")
     letters = [((packed >> s) & 0x1F) + 0x60 for s in (10, 5, 0)]
-    language = bytes(letters).decode("latin-1") if all(0x61 <= c <= 0x7A for c in letters) else "und"
+    valid = all(0x61 <= c <= 0x7A for c in letters)
+    language = bytes(letters).decode("latin-1") if valid else "und"
     return timescale, language
 
 
