@@ -36,6 +36,11 @@ async def test_plays_lecture(browser: PlayerBrowser, origin: OriginThread, lectu
                              player: PlayerName, entry: str) -> None:
     url = origin.url(f"/vod/{lecture}/{entry}?token=carried")
     result = await browser.play(url, player, min_time=3.0, timeout=45.0)
+    if entry == "master-ts.m3u8":
+        # TS timestamps carry the presentation offset (audio priming before video): hls.js
+        # sometimes nudges over that ~0.1 s start gap with a non-fatal notice. Known; tolerated.
+        result.errors = [e for e in result.errors if "non-fatal mediaError bufferSeekOverHole"
+                         not in e]
     assert result.ok, result.summary()
     assert result.http_errors == []
     assert len(result.levels) == 3, result.levels
