@@ -2,8 +2,9 @@
 
 Run from the repository root:
 
-    .venv/bin/python bench/origin_bench.py            # full run, ~8-12 minutes
-    .venv/bin/python bench/origin_bench.py --quick    # shorter media and runs, ~3-4 minutes
+    .venv/bin/python bench/origin_bench.py            # full run, ~4.5 min on 2 cores
+    .venv/bin/python bench/origin_bench.py --quick    # shorter media and runs, ~1.5 min
+    (the first run of each also encodes its mezzanine once: ~10-25 s)
 
 What it measures (bench/README.md explains each figure):
   1. Index: `index_file` on a 1-hour 1080p MP4 (cold moov parse) and the serialized index
@@ -46,7 +47,7 @@ MEDIAORIGIN = Path(sys.executable).parent / "mediaorigin"
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--quick", action="store_true",
-                    help="20 s mezzanine, 3 s load runs, 2 cold rounds (a smoke run, ~4 min)")
+                    help="20 s mezzanine, 3 s load runs, 2 cold rounds (a smoke run, ~1.5 min)")
 parser.add_argument("--duration", type=float, default=None,
                     help="mezzanine length in seconds (default 60, --quick 20)")
 parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
@@ -292,6 +293,9 @@ def wrk(port: int, paths: list[str], seconds: float, server_pid: int) -> dict:
         "server_cpu_pct": server_pct, "wrk_cpu_pct": wrk_pct,
         "machine_cpu_pct": machine_pct,
         "other_cpu_pct": max(0.0, machine_pct - server_pct - wrk_pct),
+        # Server CPU-seconds per GB sent: efficiency that does not depend on whether the
+        # server or the client was the bottleneck of this run.
+        "server_cpu_s_per_gb": (server_pct / 100) / max(1e-9, r["bytes"] / dur / 1e9),
     }
 
 
@@ -678,6 +682,13 @@ def ok(good: bool) -> str:
     return "OK" if good else "MISS"
 
 
+NOISY_PCT = 25.0  # "other" CPU above this (% of one core): something else competed
+
+
+def noisy(*runs: dict) -> str:
+    return " *" if any(w["other_cpu_pct"] > NOISY_PCT for w in runs) else ""
+
+
 W = 100
 print("=" * W)
 print("mediaorigin benchmark" + ("  (--quick)" if args.quick else ""))
@@ -725,8 +736,10 @@ for name, r in ORIGIN.items():
     print(f"   {name:<14}{r['master']['req_s']:>13.0f}{r['master']['p50_ms']:>7.2f}"
           f"{r['master']['p99_ms']:>7.2f}{r['media']['req_s']:>13.0f}{r['media']['p50_ms']:>7.2f}"
           f"{r['media']['p99_ms']:>7.2f}{r['media']['server_cpu_pct']:>11.0f}%"
-          f"{r['media']['wrk_cpu_pct']:>8.0f}%{r['media']['other_cpu_pct']:>6.0f}%")
-print("   (CPU columns: during the media playlist run)")
+          f"{r['media']['wrk_cpu_pct']:>8.0f}%{r['media']['other_cpu_pct']:>6.0f}%"
+          f"{noisy(r['master'], r['media'])}")
+print(f"   CPU columns: during the media playlist run. * = 'other' CPU above {NOISY_PCT:.0f}% of "
+      "a core in either run: treat that row as noisy.")
 print()
 
 print(f"3. Cold segments: empty cache, each video segment fetched once, sequentially, keep-alive "
@@ -743,7 +756,7 @@ print()
 
 print("4. Warm segments (wrk over every video segment URL; MB = 10^6 bytes)")
 print(f"   {'loop/workers':<14}{'cache tier':<12}{'req/s':>8}{'MB/s':>8}{'p50 ms':>9}"
-      f"{'p99 ms':>9}{'origin CPU':>12}{'wrk CPU':>9}{'other':>7}{'vs nginx':>10}")
+      f"{'p99 ms':>9}{'srv CPU':>9}{'s/GB':>6}{'wrk CPU':>9}{'other':>7}{'vs nginx':>10}")
 for name, r in ORIGIN.items():
     tiers = [("default", r["warm_default"]), ("disk", r["warm_disk"])]
     if r["workers"] > 1:
@@ -752,13 +765,18 @@ for name, r in ORIGIN.items():
         ratio = w["mb_s"] / NGINX_RES[r["workers"]]["mb_s"]
         w["vs_nginx_mb_s"] = ratio
         print(f"   {name:<14}{tier:<12}{w['req_s']:>8.0f}{w['mb_s']:>8.0f}{w['p50_ms']:>9.1f}"
-              f"{w['p99_ms']:>9.1f}{w['server_cpu_pct']:>11.0f}%{w['wrk_cpu_pct']:>8.0f}%"
-              f"{w['other_cpu_pct']:>6.0f}%{ratio:>9.2f}x")
+              f"{w['p99_ms']:>9.1f}{w['server_cpu_pct']:>8.0f}%"
+              f"{w['server_cpu_s_per_gb']:>6.2f}{w['wrk_cpu_pct']:>8.0f}%"
+              f"{w['other_cpu_pct']:>6.0f}%{ratio:>9.2f}x{noisy(w)}")
 for workers, w in NGINX_RES.items():
     print(f"   {'nginx/' + str(workers) + 'w':<14}{'files':<12}{w['req_s']:>8.0f}{w['mb_s']:>8.0f}"
-          f"{w['p50_ms']:>9.1f}{w['p99_ms']:>9.1f}{w['server_cpu_pct']:>11.0f}%"
-          f"{w['wrk_cpu_pct']:>8.0f}%{w['other_cpu_pct']:>6.0f}%{1.0:>9.2f}x")
+          f"{w['p50_ms']:>9.1f}{w['p99_ms']:>9.1f}{w['server_cpu_pct']:>8.0f}%"
+          f"{w['server_cpu_s_per_gb']:>6.2f}{w['wrk_cpu_pct']:>8.0f}%{w['other_cpu_pct']:>6.0f}%{1.0:>9.2f}x{noisy(w)}")
 ff = RESULTS["ffmpeg_prepackage"]
+print("   srv CPU = server CPU in % of one core; s/GB = server CPU-seconds per GB sent (lower is"
+      " better,\n   whoever the bottleneck was). wrk CPU near 100% means the client was the limit.")
+print(f"   * = 'other' CPU above {NOISY_PCT:.0f}% of a core during the run: another workload "
+      "competed (or heavy kernel loopback work); treat that row as noisy.")
 print(f"   nginx serves ffmpeg's {ff['segments']} segments of {ff['avg_segment_bytes'] / 1e6:.2f} "
       f"MB avg (video + audio muxed); the origin's are video only.")
 print()
@@ -781,6 +799,11 @@ for name, r in ORIGIN.items():
     rows.append((f"warm vs nginx (MB/s), {name}", f"{rd:.2f}x default, {rk:.2f}x disk",
                  f">= {AIM_NGINX_RATIO}x",
                  f"{ok(rd >= AIM_NGINX_RATIO)} / {ok(rk >= AIM_NGINX_RATIO)}"))
+for name, r in ORIGIN.items():
+    ng = NGINX_RES[r["workers"]]["server_cpu_s_per_gb"]
+    rows.append((f"server CPU per GB vs nginx, {name}",
+                 f"{r['warm_default']['server_cpu_s_per_gb'] / ng:.1f}x default, "
+                 f"{r['warm_disk']['server_cpu_s_per_gb'] / ng:.1f}x disk", "(info)", ""))
 speedup = ff["ms_median"] / best_ttfs["cold"]["ttfs_ms"]
 rows.append(("time to first segment vs ffmpeg pre-packaging",
              f"{best_ttfs['cold']['ttfs_ms']:.0f} ms vs {ff['ms_median']:.0f} ms "
