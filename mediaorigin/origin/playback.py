@@ -167,48 +167,51 @@ class Playback:
     def _etag(self, key: str) -> str:
         return '"' + hashlib.blake2b(key.encode(), digest_size=10).hexdigest() + '"'
 
-    def entry_manifest(self, prep: Prepared, name: str, query: str) -> Body:
+    async def entry_manifest(self, prep: Prepared, name: str, query: str) -> Body:
         """master.m3u8, master-ts.m3u8 or manifest.mpd."""
-        key = f"{prep.version}/{name}?{query}"
+        p = prep.presentation
+        makers: dict[str, Callable[[], str]] = {
+            "master.m3u8": lambda: master_playlist(p, prep.subtitles, "fmp4", query),
+            "master-ts.m3u8": lambda: master_playlist(p, prep.subtitles, "ts", query),
+            "manifest.mpd": lambda: mpd(p, prep.subtitles, query),
+        }
+        if name not in makers:
+            raise PlaybackError(404, "not_found", "no such manifest")
+        return await self._text_body(prep, f"{prep.version}/{name}?{query}", name,
+                                     makers[name], immutable=False)
+
+    async def _text_body(self, prep: Prepared, key: str, name: str, make: Callable[[], str],
+                         immutable: bool) -> Body:
+        """A manifest, playlist or caption body: memory-cached, made off the event loop
+        (bitrate statistics walk every sample of a long lecture)."""
         data = self._manifests.get(key)
         if data is None:
-            p = prep.presentation
-            if name == "master.m3u8":
-                text = master_playlist(p, prep.subtitles, "fmp4", query)
-            elif name == "master-ts.m3u8":
-                text = master_playlist(p, prep.subtitles, "ts", query)
-            elif name == "manifest.mpd":
-                text = mpd(p, prep.subtitles, query)
-            else:
-                raise PlaybackError(404, "not_found", "no such manifest")
-            data = text.encode()
-            self._manifests.put(key, data)
+            data = await self._once(key, lambda: self._remember(self._manifests, key,
+                                                                make().encode()))
         ext = name.rsplit(".", 1)[1]
         return Body(CachedBody(data, None, len(data)), MIME[ext], self._etag(key),
-                    prep.last_modified, immutable=False)
+                    prep.last_modified, immutable)
 
     async def child(self, prep: Prepared, rid: str, name: str, query: str) -> Body:
         """Anything under /vod/{id}/{rid}/: playlists, init and media segments, captions."""
         child = urls.parse_child(name)
         if child is None:
             raise PlaybackError(404, "not_found", "unknown playback URL")
-        ext = name.rsplit(".", 1)[1]
         if child.kind in ("playlist", "iframes_playlist", "vtt_segment", "vtt_full"):
-            key = f"{prep.version}/{rid}/{name}?{query}"
-            data = self._manifests.get(key)
-            if data is None:
-                data = self._small_child(prep, rid, child, query).encode()
-                self._manifests.put(key, data)
-            return Body(CachedBody(data, None, len(data)), MIME[ext], self._etag(key),
-                        prep.last_modified, immutable=child.kind in ("vtt_segment",))
+            return await self._text_body(
+                prep, f"{prep.version}/{rid}/{name}?{query}", name,
+                lambda: self._small_child(prep, rid, child, query),
+                immutable=child.kind == "vtt_segment")
         rendition = prep.presentation.rendition(rid)
         if rendition is None:
             raise PlaybackError(404, "not_found", f"no rendition {rid!r}")
         key = f"{prep.version}/{rid}/{name}"
         body = self.segments.get(key)
         if body is None:
-            data = await self._package_once(key, lambda: self._package(prep, rendition, child))
+            data = await self._once(key, lambda: self._remember(
+                self.segments, key, self._package(prep, rendition, child)))
             body = CachedBody(data, None, len(data))
+        ext = name.rsplit(".", 1)[1]
         return Body(body, MIME[ext], self._etag(key), prep.last_modified, immutable=True)
 
     def _small_child(self, prep: Prepared, rid: str, child: urls.Child, query: str) -> str:
@@ -245,14 +248,15 @@ class Playback:
             return iframe_playlist(r, child.container, query)
         raise PlaybackError(404, "not_found", "unknown playlist")
 
-    async def _package_once(self, key: str, work: Callable[[], bytes]) -> bytes:
+    async def _once(self, key: str, work: Callable[[], bytes]) -> bytes:
+        """Run `work` in the pool; concurrent callers with the same key share one run."""
         future = self._inflight.get(key)
         if future is not None:
             return await asyncio.shield(future)
         future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            data = await self._run(lambda: self._package_and_store(key, work))
+            data = await self._run(work)
             future.set_result(data)
             return data
         except BaseException as e:
@@ -262,9 +266,9 @@ class Playback:
         finally:
             del self._inflight[key]
 
-    def _package_and_store(self, key: str, work: Callable[[], bytes]) -> bytes:
-        data = work()
-        self.segments.put(key, data)
+    @staticmethod
+    def _remember(cache: LRU[str, bytes] | SegmentCache, key: str, data: bytes) -> bytes:
+        cache.put(key, data)
         return data
 
     # -- packaging (worker threads) ---------------------------------------------------------

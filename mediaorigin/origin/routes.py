@@ -27,7 +27,7 @@ async def entry_manifest(request: web.Request) -> web.StreamResponse:
     q = request.rel_url.query
     prep = await playback.prepare(request.match_info["media_id"],
                                   parse_clip(q.get("start"), q.get("end")))
-    body = playback.entry_manifest(prep, request.match_info["name"], carried_query(request))
+    body = await playback.entry_manifest(prep, request.match_info["name"], carried_query(request))
     return await respond(request, body)
 
 
