@@ -113,7 +113,7 @@ class SegmentCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.memory: LRU[str, bytes] = LRU(memory_bytes, len)
         self.disk_bytes = disk_bytes
-        self._disk_used = 0
+        self._disk_used: int | None = None  # measured at the first write, not at start-up
         self._lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
@@ -140,23 +140,34 @@ class SegmentCache:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, data)
+        if self._disk_used is None:
+            # Files left by earlier runs and other workers count against the budget too.
+            used = sum(size for _, size, _ in self._files())
+            with self._lock:
+                self._disk_used = used
         with self._lock:
-            self._disk_used += len(data)
+            self._disk_used = (self._disk_used or 0) + len(data)
             over = self._disk_used > self.disk_bytes
         if over:
             self._trim()
 
-    def _trim(self) -> None:
-        """Drop the least recently written files until under 80% of the budget."""
+    def _files(self) -> list[tuple[int, int, Path]]:
+        """(mtime, size, path) of every cached file; temporary files are not ours to judge."""
         files = []
         for sub in self.dir.iterdir():
             for f in sub.iterdir():
+                if f.name.startswith("."):
+                    continue
                 try:
                     st = f.stat()
                 except FileNotFoundError:
                     continue
                 files.append((st.st_mtime_ns, st.st_size, f))
-        files.sort()
+        return files
+
+    def _trim(self) -> None:
+        """Drop the least recently written files until under 80% of the budget."""
+        files = sorted(self._files())
         used = sum(size for _, size, _ in files)
         for _, size, f in files:
             if used <= self.disk_bytes * 0.8:
