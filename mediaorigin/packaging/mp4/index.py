@@ -12,7 +12,7 @@ import sys
 from array import array
 from collections.abc import Callable
 from itertools import accumulate, chain, repeat
-from operator import add
+from operator import add, sub
 
 from ..model import MediaError, MediaIndex, Track
 from .boxes import BoxHeader, children, children_of_type, full_box, need, parse_header
@@ -258,12 +258,12 @@ def _sample_offsets(data: bytes, tables: dict[str, BoxHeader], sizes: array) -> 
     n = len(sizes)
     if sum(per_chunk) < n:
         raise MediaError("stsc/stco describe fewer samples than stsz")
-    if len(per_chunk) == n:  # one sample per chunk
+    if min(per_chunk, default=1) == max(per_chunk, default=1) == 1:  # a sample per chunk
         return chunk_offsets[:n]
     # offset[i] = chunk_offset[c] + (prefix[i] - prefix[first sample of c])
     prefix = array("q", accumulate(sizes, initial=0))
     firsts = accumulate(per_chunk, initial=0)
-    deltas = [off - prefix[f] for off, f in zip(chunk_offsets, firsts, strict=False)]
+    deltas = list(map(sub, chunk_offsets, map(prefix.__getitem__, firsts)))
     per_sample = chain.from_iterable(map(repeat, deltas, per_chunk))
     return array("Q", map(add, prefix[:n], per_sample))
 
@@ -273,14 +273,14 @@ def _samples_per_chunk(data: bytes, stsc: BoxHeader, chunk_count: int) -> list[i
     count = _count(data, stsc, pos, 12)
     table = _u32_array(data, pos + 4, 3 * count, stsc)
     firsts, spc = table[0::3], table[1::3]
-    out: list[int] = []
-    for k in range(count):
-        first = firsts[k]
-        last = firsts[k + 1] if k + 1 < count else chunk_count + 1
-        if first < 1 or last < first:
-            raise MediaError("stsc entries out of order")
-        out.extend(repeat(spc[k], min(last, chunk_count + 1) - first))
-    return out[:chunk_count]
+    ends = firsts[1:]
+    ends.append(max(chunk_count + 1, firsts[-1]) if count else 1)
+    lengths = list(map(sub, ends, firsts))
+    if count and (firsts[0] < 1 or min(lengths) < 0):
+        raise MediaError("stsc entries out of order")
+    # Runs are expanded with C-level iterators: ffmpeg writes one entry per chunk for
+    # interleaved audio, ~100k entries in a one-hour lecture.
+    return list(chain.from_iterable(map(repeat, spc, lengths)))[:chunk_count]
 
 
 def _edit_shift(data: bytes, edts: BoxHeader, timescale: int, movie_ts: int) -> int:
