@@ -134,6 +134,7 @@ def test_cors(origin: OriginThread, media_id: str) -> None:
     ("/vod/{id}/a0/iframe-1.m4s", 404, "not_found"),
     ("/vod/{id}/v0/iframe-99.m4s", 404, "not_found"),
     ("/vod/{id}/x0/seg-1.m4s", 404, "not_found"),
+    ("/vod/{id}/v00/seg-1.m4s", 404, "not_found"),
     ("/vod/{id}/v0/seg-99999999999.m4s", 404, "not_found"),
     ("/vod/{id}/master.m3u8?start=abc", 400, "invalid_clip"),
     ("/vod/{id}/master.m3u8?start=5&end=2", 400, "invalid_clip"),

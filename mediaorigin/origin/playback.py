@@ -28,6 +28,7 @@ from ..packaging.hls.playlists import (
     master_playlist,
     media_playlist,
     subtitle_playlist,
+    subtitle_window,
 )
 from ..packaging.model import MediaError, SampleRun
 from ..packaging.runs import assemble, read_plan, sample_run
@@ -221,17 +222,15 @@ class Playback:
             if sub is None:
                 raise PlaybackError(404, "not_found", f"no subtitles {rid!r}")
             ref = p.renditions[0]
-            offset = float(p.offset)
             if child.kind == "playlist":
                 return subtitle_playlist(ref, query, child.container)
             if child.kind == "vtt_segment":
-                seg = ref.segment(child.number or 0)
-                if seg is None:
+                window = subtitle_window(ref, child.number or 0, p.offset)
+                if window is None:
                     raise PlaybackError(404, "not_found", "segment number out of range")
-                t0 = ref.seconds(seg.start) - offset
                 # fMP4 presents at presentation time; TS adds the presentation offset.
                 mpegts = round(p.offset * 90000) if child.container == "ts" else 0
-                return vtt_segment(sub.cues, t0, t0 + ref.seconds(seg.duration), mpegts)
+                return vtt_segment(sub.cues, *window, mpegts)
             if child.kind == "vtt_full":
                 start = subtitle_shift(p)  # the MPD's time zero, in presentation seconds
                 end = start + p.duration

@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from ..packaging import urls
 from .http import respond
 from .playback import Playback, parse_clip
 
@@ -13,7 +14,7 @@ PLAYBACK = web.AppKey("playback", Playback)
 
 MEDIA_ID = r"{media_id:[A-Za-z0-9_-]{1,64}}"
 ENTRY = r"{name:master\.m3u8|master-ts\.m3u8|manifest\.mpd}"
-RENDITION = r"{rid:[vas][0-9]{1,3}}"
+RENDITION = f"{{rid:{urls.RENDITION_ID}}}"
 CHILD = r"{name:[a-z0-9.-]{1,40}}"
 
 

@@ -53,9 +53,6 @@ class Rendition:
             return self.segments[number - 1]
         return None
 
-    def seconds(self, ticks: int) -> float:
-        return ticks / self.track.timescale
-
     def samples_between(self, t0: Fraction, t1: Fraction) -> tuple[int, int]:
         """Sample index range of samples whose output time is in [t0, t1) seconds."""
         return _index_at(self, t0, sync_only=False), _index_at(self, t1, sync_only=False)

@@ -18,7 +18,7 @@ from operator import sub
 from typing import Literal
 
 from .model import Track
-from .segmenter import Rendition, Segment
+from .segmenter import Rendition
 
 Container = Literal["fmp4", "ts"]
 
@@ -121,10 +121,6 @@ def frame_rate(t: Track) -> Fraction | None:
         return None
     duration = counts.most_common(1)[0][0]
     return Fraction(t.timescale, duration) if duration > 0 else None
-
-
-def segment_seconds(r: Rendition, s: Segment) -> float:
-    return s.duration / r.track.timescale
 
 
 # --- languages -------------------------------------------------------------------------------

@@ -91,7 +91,8 @@ _PATTERNS: list[tuple[re.Pattern[str], ChildKind, Literal["fmp4", "ts", "vtt"]]]
     ]
 ]
 
-_RENDITION_ID = re.compile(r"[vas](?:0|[1-9][0-9]{0,3})", re.ASCII)
+RENDITION_ID = r"[vas](?:0|[1-9][0-9]{0,3})"  # also the origin's route pattern
+_RENDITION_ID = re.compile(RENDITION_ID, re.ASCII)
 
 
 def parse_child(name: str) -> Child | None:

@@ -47,13 +47,6 @@ class LocalStorage:
             raise StorageError(f"missing stored file {key!r}") from None
         return FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
 
-    def read_at(self, key: str, offset: int, size: int) -> bytes:
-        fd = os.open(self.resolve(key), os.O_RDONLY)
-        try:
-            return os.pread(fd, size, offset)
-        finally:
-            os.close(fd)
-
     def read_spans(self, key: str, spans: list[tuple[int, int]]) -> list[bytes]:
         """Several reads with one open: the segment path's only file access."""
         fd = os.open(self.resolve(key), os.O_RDONLY)
