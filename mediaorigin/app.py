@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 CONFIG = web.AppKey("config", Config)
 CATALOG = web.AppKey("catalog", Catalog)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Where the setup script puts the browser players (npm), for the demo page.
-PLAYER_DIRS = ("tests/players/node_modules/hls.js/dist",)
+# Where scripts/install-deps.sh puts hls.js (npm), for the demo page.
+HLS_JS = (Path(__file__).resolve().parent.parent
+          / "tests/players/node_modules/hls.js/dist/hls.min.js")
 
 
 @web.middleware
@@ -39,9 +40,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if e.status < 400:
             raise
         resp = json_error(e.status, _code_for(e.status), e.reason)
-        for name in ("Allow",):
-            if name in e.headers:
-                resp.headers[name] = e.headers[name]
+        if "Allow" in e.headers:  # 405 must say what is allowed
+            resp.headers["Allow"] = e.headers["Allow"]
         return resp
     except (ConnectionResetError, TimeoutError):
         raise
@@ -130,11 +130,6 @@ async def index_page(request: web.Request) -> web.Response:
 
 
 async def player_script(request: web.Request) -> web.StreamResponse:
-    for d in PLAYER_DIRS:
-        path = request.app[CONFIG].base_dir / d / "hls.min.js"
-        if path.is_file():
-            return web.FileResponse(path)
-        alt = Path(__file__).resolve().parent.parent / d / "hls.min.js"
-        if alt.is_file():
-            return web.FileResponse(alt)
+    if HLS_JS.is_file():
+        return web.FileResponse(HLS_JS)
     return json_error(404, "not_found", "hls.js is not installed (run scripts/install-deps.sh)")

@@ -25,7 +25,7 @@ log = logging.getLogger("mediaorigin")
 LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
-class ImportError_(Exception):
+class ImportFailed(Exception):
     """A file that cannot become a media item; the message says why."""
 
 
@@ -33,26 +33,26 @@ def import_media(config: Config, files: Sequence[Path], title: str | None,
                  captions: Sequence[tuple[str, Path]] = ()) -> MediaItem:
     """Validate files (index them), copy them into storage and register one media item."""
     if not files:
-        raise ImportError_("no files given")
+        raise ImportFailed("no files given")
     for path in files:
         if not path.is_file():
-            raise ImportError_(f"{path}: not a file")
+            raise ImportFailed(f"{path}: not a file")
         try:
             with open(path, "rb") as f:
                 index = index_file(lambda off, n, f=f: os.pread(f.fileno(), n, off),
                                    os.fstat(f.fileno()).st_size)
         except MediaError as e:
-            raise ImportError_(f"{path}: {e}") from None
+            raise ImportFailed(f"{path}: {e}") from None
         if not index.tracks:
-            raise ImportError_(f"{path}: no audio or video track")
+            raise ImportFailed(f"{path}: no audio or video track")
     for language, path in captions:
         if not LANGUAGE.match(language):
-            raise ImportError_(
+            raise ImportFailed(
                 f"captions language {language!r} is not a BCP 47 tag like en or pt-BR")
         try:
             parse_webvtt(path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, MediaError) as e:
-            raise ImportError_(f"{path}: {e}") from None
+            raise ImportFailed(f"{path}: {e}") from None
     storage = LocalStorage(config.path(config.storage.root))
     catalog = Catalog(config.path(config.library.database))
     try:
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         item = import_media(config, args.files, args.title, args.captions)
-    except ImportError_ as e:
+    except ImportFailed as e:
         print(f"mediaorigin: {e}", file=sys.stderr)
         return 1
     print(item.id)

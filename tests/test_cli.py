@@ -1,0 +1,118 @@
+"""The command line and config as a user meets them: real processes, real files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from origin_server import request
+
+from mediaorigin.config import Config, ConfigError
+
+CLI = [sys.executable, "-m", "mediaorigin.cli"]
+
+
+def env_for(root: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "MEDIAORIGIN_STORAGE_ROOT": str(root / "media"),
+        "MEDIAORIGIN_STORAGE_CACHE_DIR": str(root / "cache"),
+        "MEDIAORIGIN_LIBRARY_DATABASE": str(root / "library.sqlite3"),
+        "MEDIAORIGIN_DEMO_ENABLED": "false",
+        **extra,
+    })
+    return env
+
+
+def test_env_overrides_and_config_errors(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('[server]\nport = 9000\n[packaging]\ntarget_duration = 6.0\n')
+    config = Config.load(toml, env={"MEDIAORIGIN_SERVER_PORT": "8099",
+                                    "MEDIAORIGIN_SERVER_LOOP": "uvloop"})
+    assert (config.server.port, config.server.loop) == (8099, "uvloop")
+    assert config.packaging.target_duration == 6.0
+    assert config.path("var/x") == tmp_path / "var/x"
+    with pytest.raises(ConfigError, match="MEDIAORIGIN_SERVER_PROT"):
+        Config.load(None, env={"MEDIAORIGIN_SERVER_PROT": "1"})
+    with pytest.raises(ConfigError, match="server.port"):
+        Config.load(None, env={"MEDIAORIGIN_SERVER_PORT": "eighty"})
+    toml.write_text("[nope]\nx = 1\n")
+    with pytest.raises(ConfigError, match="nope"):
+        Config.load(toml, env={})
+
+
+def test_import_command(tmp_path: Path, multi_audio: Path, media_dir: Path) -> None:
+    import media
+
+    vtt = media.captions_vtt(media_dir)
+    done = subprocess.run([*CLI, "import", str(multi_audio), "--title", "Week 1",
+                           "--captions", f"en={vtt}"], env=env_for(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    media_id = done.stdout.strip()
+    stored = sorted(p.name for p in (tmp_path / "media/media" / media_id).iterdir())
+    assert stored == ["0.mp4", "captions-0.vtt"]
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    failed = subprocess.run([*CLI, "import", str(bad)], env=env_for(tmp_path),
+                            capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 1
+    assert "notes.mp4" in failed.stderr and "Traceback" not in failed.stderr
+    assert not (tmp_path / "media/media").joinpath("x").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_serve_with_workers_and_demo(tmp_path: Path, loop: str) -> None:
+    """`mediaorigin serve` with two workers on one port generates the demo lecture once,
+    answers /healthz, lists the demo on / and serves it; SIGTERM stops every worker."""
+    port = free_port()
+    env = env_for(tmp_path, MEDIAORIGIN_SERVER_PORT=str(port), MEDIAORIGIN_SERVER_WORKERS="2",
+                  MEDIAORIGIN_SERVER_LOOP=loop, MEDIAORIGIN_DEMO_ENABLED="true",
+                  MEDIAORIGIN_DEMO_DURATION="4")
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*CLI, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if request(base + "/healthz").status == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "origin did not start"
+            time.sleep(0.2)
+        page = request(base + "/").body.decode()
+        assert "Demo lecture" in page
+        media_id = page.split('data-id="', 1)[1].split('"', 1)[0]
+        # Enough requests that both workers take some; every one must succeed.
+        for _ in range(20):
+            assert request(f"{base}/vod/{media_id}/master.m3u8").status == 200
+        assert request(f"{base}/vod/{media_id}/v0/seg-1.m4s").status == 200
+        assert request(f"{base}/vod/{media_id}/s0/seg-1.vtt").status == 200
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                 text=True).stdout.split()
+        assert len(workers) >= 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert proc.returncode == 0, log.read_text()
