@@ -9,6 +9,7 @@ process, restart and replica, and renditions whose keyframes are aligned get ali
 Times: `out = dts + edit_shift + offset`. `offset` is one shift for the whole presentation
 (`Presentation.offset`, seconds) so that no track starts before zero; it keeps A/V sync as
 the edit lists describe it, and presentation time zero sits at `offset` on the output timeline.
+MPEG-TS uses this timeline as is; fMP4 moves it back by `offset` (see `runs.sample_run`).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def build_presentation(
     cuts = [Fraction(ref.out_time(i), ts) for i in (*cuts_idx, end_idx)]
     for r in renditions:
         if r is ref:  # exact indices: no rounding between timescales on the track itself
-            r.segments = _segments_from(r, list(cuts_idx), end_idx, clipped=clip is not None)
+            r.segments = _segments_from(r, cuts_idx, end_idx, clipped=clip is not None)
         else:
             r.segments = _segments_at(r, cuts, clipped=clip is not None)
     return Presentation(offset, target, renditions, clip)
