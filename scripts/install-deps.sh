@@ -37,6 +37,7 @@ have python3 || missing+=(python3)
 have chromium || have chromium-browser || missing+=(chromium)
 have node || missing+=(nodejs)
 have npm || missing+=(npm)
+have redis-server || missing+=(redis-server)  # tests start a private one on a free port
 # Debian's python3 has the venv module but not ensurepip without python3-venv.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 
@@ -46,7 +47,10 @@ if ((${#missing[@]})); then
     "${SUDO[@]}" apt-get update -qq
     packages=()
     for pkg in "${missing[@]}"; do
-        if [[ "$pkg" == chromium ]] && ! apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        # Read the policy whole first: `grep -q` closing the pipe early would make pipefail
+        # report a failure even when chromium has a candidate.
+        policy="$(apt-cache policy chromium 2>/dev/null || true)"
+        if [[ "$pkg" == chromium && "$policy" != *"Candidate: "[0-9]* ]]; then
             pkg=chromium-browser # Ubuntu (snap, see above)
         fi
         packages+=("$pkg")
