@@ -1,4 +1,4 @@
-"""Build the aiohttp application from a Config: wires storage, catalog, caches and routes."""
+"""Build the aiohttp application from a Config: wires the library, caches, origin and API."""
 
 from __future__ import annotations
 
@@ -11,8 +11,16 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .api import context as api_context
+from .api.app import create_api
+from .api.errors import ApiError
+from .api.tus import EXPOSED_HEADERS as TUS_EXPOSED_HEADERS
+from .api.tus import REQUEST_HEADERS as TUS_REQUEST_HEADERS
 from .config import Config
-from .library.catalog import Catalog
+from .library.repository import MediaQuery
+from .library.runtime import LibraryRuntime, start_library
+from .library.service import ServiceError
+from .origin.assets import ASSET_LIBRARY, ASSET_STORAGE, add_asset_routes
 from .origin.cache import IndexCache, SegmentCache
 from .origin.http import json_error
 from .origin.playback import Playback, PlaybackError
@@ -22,7 +30,7 @@ from .storage.local import LocalStorage
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", Config)
-CATALOG = web.AppKey("catalog", Catalog)
+RUNTIME = web.AppKey("library_runtime", LibraryRuntime)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Where scripts/install-deps.sh puts hls.js (npm), for the demo page.
 HLS_JS = (Path(__file__).resolve().parent.parent
@@ -34,8 +42,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes a JSON error with the right status; nothing internal leaks."""
     try:
         return await handler(request)
-    except PlaybackError as e:
-        return json_error(e.status, e.code, e.message)
+    except (PlaybackError, ApiError, ServiceError) as e:
+        resp = json_error(e.status, e.code, e.message)
+        if e.status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="mediaorigin"'
+        return resp
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -52,7 +63,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def _code_for(status: int) -> str:
     return {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
-            413: "too_large"}.get(status, "http_error")
+            413: "too_large", 415: "unsupported_media_type"}.get(status, "http_error")
+
+
+# Playback (ranges, conditional requests) and the API, tus uploads included.
+ALLOWED_HEADERS = ", ".join(("Range", "If-None-Match", "If-Modified-Since", "If-Range",
+                             "Authorization", "Content-Type", *TUS_REQUEST_HEADERS))
+EXPOSED_HEADERS = ", ".join(dict.fromkeys((
+    "Content-Length", "Content-Range", "ETag", "Last-Modified", *TUS_EXPOSED_HEADERS)))
 
 
 def cors(allowed: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
@@ -67,16 +85,15 @@ def cors(allowed: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamR
                 request.headers.get("Access-Control-Request-Method"):
             resp: web.StreamResponse = web.Response(status=204)
             if allow:
-                resp.headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
-                resp.headers["Access-Control-Allow-Headers"] = \
-                    "Range, If-None-Match, If-Modified-Since, If-Range, Authorization"
+                resp.headers["Access-Control-Allow-Methods"] = \
+                    "GET, HEAD, OPTIONS, POST, PATCH, DELETE"
+                resp.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
                 resp.headers["Access-Control-Max-Age"] = "86400"
         else:
             resp = await handler(request)
         if allow:
             resp.headers["Access-Control-Allow-Origin"] = allow
-            resp.headers["Access-Control-Expose-Headers"] = \
-                "Content-Length, Content-Range, ETag, Last-Modified"
+            resp.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
             if allow != "*":
                 resp.headers["Vary"] = "Origin"
         return resp
@@ -87,8 +104,12 @@ def cors(allowed: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamR
 def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[cors(config.server.cors_origins), errors])
     app[CONFIG] = config
+    app[api_context.SHUTTING_DOWN] = asyncio.Event()
     app.cleanup_ctx.append(_services)
+    app.on_shutdown.append(_shutting_down)
     add_routes(app)
+    add_asset_routes(app)
+    app.add_subapp("/api/", create_api(config))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", index_page)
     app.router.add_get("/player/hls.min.js", player_script)
@@ -99,20 +120,34 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     storage = LocalStorage(config.path(config.storage.root))
     cache_dir = config.path(config.storage.cache_dir)
-    catalog = Catalog(config.path(config.library.database))
     pk = config.packaging
+    forget: list[Playback] = []
+    runtime = await start_library(
+        config, consume=config.jobs.backend == "inprocess" or config.jobs.run_in_server,
+        forget=lambda media_id, keys: forget[0].forget(media_id, keys))
     playback = Playback(
-        catalog, storage,
+        runtime.library.playable, storage,
         IndexCache(storage, cache_dir, pk.index_memory_entries),
         SegmentCache(cache_dir, pk.segment_memory_mb * 1024 * 1024,
                      pk.segment_disk_mb * 1024 * 1024),
         pk.target_duration,
     )
-    app[CATALOG] = catalog
+    forget.append(playback)
+    app[RUNTIME] = runtime
+    app[ASSET_LIBRARY] = runtime.library
+    app[ASSET_STORAGE] = storage
     app[PLAYBACK] = playback
+    app[api_context.LIBRARY] = runtime.library
+    app[api_context.SERVICE] = runtime.service
+    app[api_context.NOTIFIER] = runtime.notifier
     yield
+    await runtime.stop()
     playback.close()
-    catalog.close()
+
+
+async def _shutting_down(app: web.Application) -> None:
+    """Long-lived responses (progress event streams) end now rather than at the timeout."""
+    app[api_context.SHUTTING_DOWN].set()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -121,7 +156,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def index_page(request: web.Request) -> web.Response:
     """The demo page: every media item, playable with hls.js."""
-    items = await asyncio.to_thread(request.app[CATALOG].list, 50)
+    items, _ = await request.app[RUNTIME].library.list_media(MediaQuery(status="ready",
+                                                                        limit=50))
+    items = [i for i in items if i.type in ("video", "audio") and i.generation is not None]
     entries = "\n".join(
         f'<li><a href="#" data-id="{html.escape(i.id)}">{html.escape(i.title)}</a> '
         f'<code>/vod/{html.escape(i.id)}/master.m3u8</code></li>' for i in items)

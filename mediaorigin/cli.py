@@ -1,4 +1,4 @@
-"""Command line: `mediaorigin serve`, `mediaorigin import`."""
+"""Command line: `mediaorigin serve | worker | import | migrate`."""
 
 from __future__ import annotations
 
@@ -7,88 +7,62 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import re
 import signal
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .auth.apikeys import bootstrap_admin_key
 from .config import Config, ConfigError
-from .library.catalog import Caption, Catalog, MediaItem
-from .packaging.model import MediaError
-from .packaging.mp4.index import index_file
-from .packaging.webvtt import parse_webvtt
+from .library.bulk import bulk_import
+from .library.db import migrate, open_database
+from .library.importer import ImportFailed, register_ladder
+from .library.repository import Library
 from .storage.local import LocalStorage
 
 log = logging.getLogger("mediaorigin")
-LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-
-
-class ImportFailed(Exception):
-    """A file that cannot become a media item; the message says why."""
 
 
 def import_media(config: Config, files: Sequence[Path], title: str | None,
-                 captions: Sequence[tuple[str, Path]] = ()) -> MediaItem:
-    """Validate files (index them), copy them into storage and register one media item."""
-    if not files:
-        raise ImportFailed("no files given")
-    for path in files:
-        if not path.is_file():
-            raise ImportFailed(f"{path}: not a file")
-        try:
-            with open(path, "rb") as f:
-                index = index_file(lambda off, n, f=f: os.pread(f.fileno(), n, off),
-                                   os.fstat(f.fileno()).st_size)
-        except MediaError as e:
-            raise ImportFailed(f"{path}: {e}") from None
-        if not index.tracks:
-            raise ImportFailed(f"{path}: no audio or video track")
-    for language, path in captions:
-        if not LANGUAGE.match(language):
-            raise ImportFailed(
-                f"captions language {language!r} is not a BCP 47 tag like en or pt-BR")
-        try:
-            parse_webvtt(path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, MediaError) as e:
-            raise ImportFailed(f"{path}: {e}") from None
-    storage = LocalStorage(config.path(config.storage.root))
-    catalog = Catalog(config.path(config.library.database))
+                 captions: Sequence[tuple[str, Path]] = ()) -> str:
+    """Register ready-made renditions (and captions) as one media item; returns its id."""
+    return asyncio.run(_register(config, files, title, captions))
+
+
+async def _register(config: Config, files: Sequence[Path], title: str | None,
+                    captions: Sequence[tuple[str, Path]]) -> str:
+    engine = await open_database(config.library.url, config.base_dir,
+                                 config.library.auto_migrate)
+    library = Library(engine)
     try:
-        media_id = Catalog.new_id()
-        keys = []
-        for n, path in enumerate(files):
-            key = f"media/{media_id}/{n}{path.suffix.lower() or '.mp4'}"
-            storage.put_file(key, path)
-            keys.append(key)
-        caption_records = []
-        for n, (language, path) in enumerate(captions):
-            key = f"media/{media_id}/captions-{n}.vtt"
-            storage.put_file(key, path)
-            caption_records.append(Caption(language, key))
-        item = MediaItem(media_id, title or files[0].stem, tuple(keys), tuple(caption_records))
-        catalog.add(item)
-        return item
+        return await register_ladder(library, LocalStorage(config.path(config.storage.root)),
+                                     files, title, captions)
     finally:
-        catalog.close()
+        await library.close()
 
 
 def ensure_demo(config: Config) -> None:
     """Generate and register the demo lecture once."""
     from . import demo
 
-    catalog = Catalog(config.path(config.library.database))
-    try:
-        if catalog.find_by_title(demo.TITLE) is not None:
-            return
-    finally:
-        catalog.close()
+    if asyncio.run(_find_title(config, demo.TITLE)) is not None:
+        return
     log.info("generating the demo lecture (%.0f s), once", config.demo.duration)
     with tempfile.TemporaryDirectory(dir=config.path(config.storage.cache_dir).parent) as tmp:
         files, captions = demo.generate(Path(tmp), config.demo.duration)
-        item = import_media(config, files, demo.TITLE, [("en", captions)])
-    log.info("demo lecture ready: /vod/%s/master.m3u8", item.id)
+        media_id = import_media(config, files, demo.TITLE, [("en", captions)])
+    log.info("demo lecture ready: /vod/%s/master.m3u8", media_id)
+
+
+async def _find_title(config: Config, title: str) -> str | None:
+    engine = await open_database(config.library.url, config.base_dir,
+                                 config.library.auto_migrate)
+    library = Library(engine)
+    try:
+        return await library.find_by_title(title)
+    finally:
+        await library.close()
 
 
 async def _serve_forever(config: Config) -> None:
@@ -124,6 +98,13 @@ def serve_one(config: Config) -> None:
 
 def serve(config: Config) -> None:
     config.path(config.storage.cache_dir).mkdir(parents=True, exist_ok=True)
+    # Once, before any worker starts: the schema and the bootstrap admin key.
+    if config.library.auto_migrate:
+        asyncio.run(_migrate(config))
+    key_file = config.path(config.auth.admin_key_file)
+    bootstrap_admin_key(config.auth.admin_key, key_file)
+    if not config.auth.admin_key:
+        log.info("admin API key: in %s", key_file)
     if config.demo.enabled:
         ensure_demo(config)
     if config.server.workers == 1:
@@ -163,12 +144,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the origin")
     p_serve.add_argument("--config", type=Path, help="config.toml (default: none, built-ins)")
-    p_import = sub.add_parser("import", help="register local files as one media item")
+    p_worker = sub.add_parser("worker", help="work on processing jobs from the Redis queue")
+    p_worker.add_argument("--config", type=Path)
+    p_import = sub.add_parser(
+        "import", help="bulk-import files or folders of lectures (each file a media item, "
+        "processed like an upload); with --ladder, register files as one ready item")
     p_import.add_argument("files", nargs="+", type=Path)
-    p_import.add_argument("--title")
+    p_import.add_argument("--title", help="title (one file, or --ladder)")
+    p_import.add_argument("--ladder", action="store_true",
+                          help="the files are renditions of one item (H.264/AAC MP4): publish "
+                          "them as they are, without processing")
     p_import.add_argument("--captions", action="append", type=_caption_arg, default=[],
-                          metavar="LANG=FILE.vtt")
+                          metavar="LANG=FILE.vtt", help="with --ladder: WebVTT captions")
+    p_import.add_argument("--no-wait", action="store_true",
+                          help="queue the jobs and return (workers process them)")
     p_import.add_argument("--config", type=Path)
+    p_migrate = sub.add_parser("migrate", help="bring the library database schema up to date")
+    p_migrate.add_argument("--config", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -179,13 +171,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         serve(config)
         return 0
+    if args.command == "worker":
+        return worker(config)
+    if args.command == "migrate":
+        asyncio.run(_migrate(config))
+        return 0
     try:
-        item = import_media(config, args.files, args.title, args.captions)
+        if args.ladder:
+            print(import_media(config, args.files, args.title, args.captions))
+            return 0
+        if args.captions:
+            raise ImportFailed("--captions goes with --ladder")
+        return asyncio.run(bulk_import(config, args.files, args.title, wait=not args.no_wait))
     except ImportFailed as e:
         print(f"mediaorigin: {e}", file=sys.stderr)
         return 1
-    print(item.id)
+
+
+async def _migrate(config: Config) -> None:
+    engine = await open_database(config.library.url, config.base_dir, auto_migrate=False)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
+def worker(config: Config) -> int:
+    """`mediaorigin worker`: run processing jobs from the Redis Streams group until stopped."""
+    if config.jobs.backend != "redis":
+        print("mediaorigin: worker needs jobs.backend = \"redis\" (in-process jobs run inside "
+              "serve)", file=sys.stderr)
+        return 2
+    asyncio.run(_work(config))
     return 0
+
+
+async def _work(config: Config) -> None:
+    from .library.runtime import start_library
+
+    runtime = await start_library(config, consume=True)
+    log.info("worker %d: processing jobs (%d at a time)", os.getpid(), config.jobs.concurrency)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runtime.stop()
 
 
 if __name__ == "__main__":

@@ -45,11 +45,55 @@ class PackagingConfig:
 @dataclass
 class AuthConfig:
     playback: str = "open"  # "open"; "token" arrives with the security work
+    # Bootstrap admin API key. Empty: one is generated at first start into admin_key_file.
+    admin_key: str = ""
+    admin_key_file: str = "var/admin-key"
+    # More API keys: "key:role[:organization],..." with role admin, instructor or student.
+    api_keys: str = ""
 
 
 @dataclass
 class LibraryConfig:
-    database: str = "var/library.sqlite3"
+    # sqlite:///path (relative to the config file) or postgresql://user@host/db
+    url: str = "sqlite:///var/library.sqlite3"
+    auto_migrate: bool = True  # bring the schema up to date at start (Alembic)
+    public_url: str = ""  # prefix for URLs in API records ("" keeps them relative)
+    max_upload_mb: int = 20480
+    max_duration: float = 6 * 3600.0
+    uploads_dir: str = "var/uploads"  # multipart spooling and tus uploads in progress
+    upload_expiry_hours: float = 24.0  # unfinished tus uploads are removed after this
+
+
+@dataclass
+class ProcessingConfig:
+    qualities: str = "1080p,720p,480p"  # default ladder; rungs above the source are skipped
+    keyframe_interval: float = 2.0  # seconds, aligned across renditions
+    preset: str = "veryfast"  # x264 preset
+    passthrough: bool = True  # compliant H.264/AAC MP4 is served as uploaded
+    max_keyframe_interval: float = 10.0  # passthrough needs keyframes at least this often
+    thumbnails: int = 5  # default thumbnail count
+    thumbnail_size: str = "640x360"
+    sprite_interval: float = 10.0  # seconds between scrub-preview tiles; 0 disables
+    preview_seconds: float = 6.0  # a short preview clip; 0 disables
+
+
+@dataclass
+class JobsConfig:
+    backend: str = "inprocess"  # "inprocess" or "redis" (served by `mediaorigin worker`)
+    concurrency: int = 1  # jobs at once per process
+    run_in_server: bool = True  # with redis: the serve process also works on jobs
+    claim_idle_seconds: float = 60.0  # a job silent this long is taken over (dead worker)
+
+
+@dataclass
+class RedisConfig:
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+@dataclass
+class WebhooksConfig:
+    urls: str = ""  # comma-separated receivers of media.ready, media.failed, job.progress
+    secret: str = ""  # HMAC-SHA256 key for outgoing and incoming webhooks
 
 
 @dataclass
@@ -65,6 +109,10 @@ class Config:
     packaging: PackagingConfig = field(default_factory=PackagingConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     library: LibraryConfig = field(default_factory=LibraryConfig)
+    processing: ProcessingConfig = field(default_factory=ProcessingConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     base_dir: Path = field(default_factory=Path.cwd)  # relative paths resolve against it
 
@@ -113,6 +161,12 @@ class Config:
             raise ConfigError("packaging.target_duration must be between 0.5 and 60 seconds")
         if self.auth.playback not in ("open",):
             raise ConfigError("auth.playback must be 'open' (token playback is not built yet)")
+        if self.jobs.backend not in ("inprocess", "redis"):
+            raise ConfigError("jobs.backend must be 'inprocess' or 'redis'")
+        if self.jobs.concurrency < 1:
+            raise ConfigError("jobs.concurrency must be at least 1")
+        if not 0.5 <= self.processing.keyframe_interval <= 20:
+            raise ConfigError("processing.keyframe_interval must be between 0.5 and 20 seconds")
 
 
 def _sections(cls: type) -> list[str]:

@@ -81,7 +81,7 @@ class OriginThread:
 
     def add(self, files: Sequence[Path], title: str | None = None,
             captions: Sequence[tuple[str, Path]] = ()) -> str:
-        return import_media(self.config, list(files), title, list(captions)).id
+        return import_media(self.config, list(files), title, list(captions))
 
     def url(self, path: str) -> str:
         return self.base + path

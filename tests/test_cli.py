@@ -23,7 +23,9 @@ def env_for(root: Path, **extra: str) -> dict[str, str]:
     env.update({
         "MEDIAORIGIN_STORAGE_ROOT": str(root / "media"),
         "MEDIAORIGIN_STORAGE_CACHE_DIR": str(root / "cache"),
-        "MEDIAORIGIN_LIBRARY_DATABASE": str(root / "library.sqlite3"),
+        "MEDIAORIGIN_LIBRARY_URL": f"sqlite:///{root / 'library.sqlite3'}",
+        "MEDIAORIGIN_LIBRARY_UPLOADS_DIR": str(root / "uploads"),
+        "MEDIAORIGIN_AUTH_ADMIN_KEY_FILE": str(root / "admin-key"),
         "MEDIAORIGIN_DEMO_ENABLED": "false",
         **extra,
     })
@@ -51,16 +53,16 @@ def test_import_command(tmp_path: Path, multi_audio: Path, media_dir: Path) -> N
     import media
 
     vtt = media.captions_vtt(media_dir)
-    done = subprocess.run([*CLI, "import", str(multi_audio), "--title", "Week 1",
+    done = subprocess.run([*CLI, "import", "--ladder", str(multi_audio), "--title", "Week 1",
                            "--captions", f"en={vtt}"], env=env_for(tmp_path),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     media_id = done.stdout.strip()
-    stored = sorted(p.name for p in (tmp_path / "media/media" / media_id).iterdir())
+    stored = sorted(p.name for p in (tmp_path / "media/media" / media_id / "g1").iterdir())
     assert stored == ["0.mp4", "captions-0.vtt"]
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video")
-    failed = subprocess.run([*CLI, "import", str(bad)], env=env_for(tmp_path),
+    failed = subprocess.run([*CLI, "import", "--ladder", str(bad)], env=env_for(tmp_path),
                             capture_output=True, text=True, timeout=60)
     assert failed.returncode == 1
     assert "notes.mp4" in failed.stderr and "Traceback" not in failed.stderr

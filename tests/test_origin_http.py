@@ -173,7 +173,7 @@ def test_every_emitted_child_name_parses() -> None:
 def test_identical_bytes_from_independent_origins(origin: OriginThread, av_moov_at_end: Path,
                                                    tmp_path: Path) -> None:
     """Segment boundaries and bytes are a pure function of the file: a second origin with
-    its own storage, caches and catalog serves the same manifests and segments."""
+    its own storage, caches and library serves the same manifests and segments."""
     from origin_server import OriginThread as Origin
 
     first_id = origin.add([av_moov_at_end])
@@ -198,7 +198,7 @@ def test_replaced_file_is_reindexed(tmp_path: Path, av_faststart: Path,
     try:
         media_id = server.add([av_faststart])
         assert "RESOLUTION" in server.get(f"/vod/{media_id}/master.m3u8").body.decode()
-        stored = server.config.path(server.config.storage.root) / "media" / media_id / "0.mp4"
+        stored = server.config.path(server.config.storage.root) / "media" / media_id / "g1" / "0.mp4"
         stored.unlink()  # break the hard link to the fixture before replacing the content
         shutil.copy(audio_only, stored)
         import time

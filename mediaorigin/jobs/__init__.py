@@ -1,1 +1,2 @@
-"""Job queues: run processing jobs in-process or on `mediaorigin worker` processes via Redis Streams."""
+"""Job queues: run processing jobs in-process, or on `mediaorigin worker` processes anywhere
+through a Redis Streams consumer group."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -59,6 +60,12 @@ class LRU(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def discard(self, keep: Callable[[K], bool]) -> None:
+        """Drop every entry whose key `keep` rejects."""
+        with self._lock:
+            for key in [k for k in self._items if not keep(k)]:
+                self._weight -= self._weigh(self._items.pop(key))
+
 
 class IndexCache:
     """Indexes by storage key, re-parsed only when the file's fingerprint changes."""
@@ -87,6 +94,10 @@ class IndexCache:
         self.memory.put(key, (fp, index))
         return index
 
+    def forget(self, key: str) -> None:
+        self.memory.discard(lambda k: k != key)
+        (self.dir / (hashlib.sha256(key.encode()).hexdigest() + ".moix")).unlink(missing_ok=True)
+
     def _parse(self, key: str, stat: FileStat) -> MediaIndex:
         self.parses += 1
         fd = os.open(self.storage.resolve(key), os.O_RDONLY)
@@ -106,7 +117,11 @@ class CachedBody:
 
 
 class SegmentCache:
-    """Packaged segments: memory LRU first, then files on disk (served with sendfile)."""
+    """Packaged segments: memory LRU first, then files on disk (served with sendfile).
+
+    Keys start with the media id (`{media_id}/...`); on disk each media item has its own
+    folder, so deleting a media item drops its segments in one go.
+    """
 
     def __init__(self, cache_dir: Path, memory_bytes: int, disk_bytes: int) -> None:
         self.dir = cache_dir / "segments"
@@ -117,8 +132,15 @@ class SegmentCache:
         self._lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        return self.dir / digest[:2] / digest
+        media_id = key.split("/", 1)[0]
+        return self.dir / media_id / hashlib.sha256(key.encode()).hexdigest()
+
+    def forget(self, media_id: str) -> None:
+        """Drop every cached segment of a media item (memory and disk)."""
+        self.memory.discard(lambda k: not k.startswith(media_id + "/"))
+        shutil.rmtree(self.dir / media_id, ignore_errors=True)
+        with self._lock:
+            self._disk_used = None  # measured again at the next write
 
     def get(self, key: str) -> CachedBody | None:
         data = self.memory.get(key)

@@ -12,13 +12,13 @@ import asyncio
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TypeVar
 
-from ..library.catalog import Catalog, MediaItem
+from ..library.records import PlayableItem
 from ..packaging import urls
 from ..packaging.dash.mpd import mpd, subtitle_shift
 from ..packaging.fmp4.writer import init_segment, media_segment
@@ -64,7 +64,7 @@ class PlaybackError(Exception):
 
 @dataclass
 class Prepared:
-    item: MediaItem
+    item: PlayableItem
     presentation: Presentation
     subtitles: list[SubtitleTrack]
     version: str  # identifies content + packaging settings; same on every replica
@@ -88,9 +88,10 @@ Clip = tuple[float, float] | None
 
 
 class Playback:
-    def __init__(self, catalog: Catalog, storage: LocalStorage, indexes: IndexCache,
+    def __init__(self, lookup: Callable[[str], Awaitable[PlayableItem | None]],
+                 storage: LocalStorage, indexes: IndexCache,
                  segments: SegmentCache, target: float, threads: int = 4) -> None:
-        self.catalog = catalog
+        self.lookup = lookup  # the library: which files and captions make up a media item
         self.storage = storage
         self.indexes = indexes
         self.segments = segments
@@ -113,14 +114,24 @@ class Playback:
         prep = self._prepared.get(key)
         if prep is not None and time.monotonic() - prep.checked_at < REVALIDATE_SECONDS:
             return prep
-        fresh = await self._run(lambda: self._prepare_blocking(media_id, clip, prep))
+        item = await self.lookup(media_id)
+        if item is None:
+            self._prepared.discard(lambda k: k[0] != media_id)
+            raise PlaybackError(404, "media_not_found", f"no playable media {media_id!r}")
+        fresh = await self._run(lambda: self._prepare_blocking(item, clip, prep))
         self._prepared.put(key, fresh)
         return fresh
 
-    def _prepare_blocking(self, media_id: str, clip: Clip, old: Prepared | None) -> Prepared:
-        item = self.catalog.get(media_id)
-        if item is None:
-            raise PlaybackError(404, "media_not_found", f"no media with id {media_id!r}")
+    def forget(self, media_id: str, storage_keys: list[str]) -> None:
+        """Drop everything cached for a media item (it was deleted or replaced)."""
+        self._prepared.discard(lambda k: k[0] != media_id)
+        self._manifests.discard(lambda k: not k.startswith(media_id + "/"))
+        self.segments.forget(media_id)
+        for key in storage_keys:
+            self.indexes.forget(key)
+
+    def _prepare_blocking(self, item: PlayableItem, clip: Clip, old: Prepared | None
+                          ) -> Prepared:
         try:
             stats = [self.storage.stat(k) for k in (*item.files, *(c.storage_key
                                                                   for c in item.captions))]
@@ -166,7 +177,10 @@ class Playback:
     # -- responses -------------------------------------------------------------------------
 
     def _etag(self, key: str) -> str:
-        return '"' + hashlib.blake2b(key.encode(), digest_size=10).hexdigest() + '"'
+        """From the cache key minus its media id: the same content has the same ETag on every
+        replica, whatever id it was imported under."""
+        content = key.split("/", 1)[1]
+        return '"' + hashlib.blake2b(content.encode(), digest_size=10).hexdigest() + '"'
 
     async def entry_manifest(self, prep: Prepared, name: str, query: str) -> Body:
         """master.m3u8, master-ts.m3u8 or manifest.mpd."""
@@ -178,7 +192,7 @@ class Playback:
         }
         if name not in makers:
             raise PlaybackError(404, "not_found", "no such manifest")
-        return await self._text_body(prep, f"{prep.version}/{name}?{query}", name,
+        return await self._text_body(prep, f"{prep.item.id}/{prep.version}/{name}?{query}", name,
                                      makers[name], immutable=False)
 
     async def _text_body(self, prep: Prepared, key: str, name: str, make: Callable[[], str],
@@ -200,13 +214,13 @@ class Playback:
             raise PlaybackError(404, "not_found", "unknown playback URL")
         if child.kind in ("playlist", "iframes_playlist", "vtt_segment", "vtt_full"):
             return await self._text_body(
-                prep, f"{prep.version}/{rid}/{name}?{query}", name,
+                prep, f"{prep.item.id}/{prep.version}/{rid}/{name}?{query}", name,
                 lambda: self._small_child(prep, rid, child, query),
                 immutable=child.kind == "vtt_segment")
         rendition = prep.presentation.rendition(rid)
         if rendition is None:
             raise PlaybackError(404, "not_found", f"no rendition {rid!r}")
-        key = f"{prep.version}/{rid}/{name}"
+        key = f"{prep.item.id}/{prep.version}/{rid}/{name}"
         body = self.segments.get(key)
         if body is None:
             data = await self._once(key, lambda: self._remember(

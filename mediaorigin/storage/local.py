@@ -6,6 +6,7 @@ Methods are blocking; the origin calls them from a thread pool.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,3 +78,23 @@ class LocalStorage:
                 os.fsync(out.fileno())
         os.replace(tmp, dest)  # readers never see a half-written file
         return self.stat(key)
+
+    def folder(self, prefix: str) -> Path:
+        """A folder inside the root for a processing stage to write into (created)."""
+        path = self.resolve(prefix)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def key_of(self, path: Path) -> str:
+        """The storage key of a file inside the root."""
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root):
+            raise StorageError("path is outside the storage root")
+        return resolved.relative_to(self.root).as_posix()
+
+    def delete(self, key: str) -> None:
+        self.resolve(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove a whole folder of stored files (a media item, a generation)."""
+        shutil.rmtree(self.resolve(prefix), ignore_errors=True)

@@ -1,0 +1,32 @@
+"""The `/api` sub-application: API keys, the media routes and tus uploads."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..auth.apikeys import ApiKeys, bootstrap_admin_key
+from ..config import Config
+from ..library.service import processing_defaults
+from . import context, media, resumable
+from .auth import require_api_key
+from .tus import TusRoutes, TusStore
+
+
+def create_api(config: Config) -> web.Application:
+    auth = config.auth
+    admin_key = bootstrap_admin_key(auth.admin_key, config.path(auth.admin_key_file))
+    api = web.Application(middlewares=[require_api_key])
+    api[context.API_KEYS] = ApiKeys(admin_key, auth.api_keys)
+    api[context.PROCESSING_DEFAULTS] = processing_defaults(config)
+    api[context.WEBHOOK_SECRETS] = [config.webhooks.secret.encode()] if config.webhooks.secret \
+        else []
+    uploads = config.path(config.library.uploads_dir)
+    max_upload = config.library.max_upload_mb * 1024 * 1024
+    api[media.UPLOADS_DIR] = uploads
+    api[media.MAX_UPLOAD] = max_upload
+    api[media.PUBLIC_URL] = config.library.public_url.rstrip("/")
+    media.add_routes(api)
+    store = TusStore(uploads / "tus", max_upload, config.library.upload_expiry_hours * 3600)
+    TusRoutes("/uploads", store, resumable.on_complete,
+              owner_of=lambda request: context.principal(request).key_id).add_routes(api)
+    return api
