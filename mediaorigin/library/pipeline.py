@@ -42,6 +42,7 @@ log = logging.getLogger("mediaorigin.pipeline")
 T = TypeVar("T")
 HEARTBEAT_SECONDS = 2.0
 AUDIO_LADDER = (128_000, 64_000)
+SAMPLE_RATES = (22_050, 24_000, 32_000, 44_100, 48_000)
 IMAGE_WIDTHS = (1920, 1280, 640, 320)
 # Share of the job's percentage each stage covers.
 STAGES = {"validation": (0, 5), "preprocessing": (5, 10), "transcoding": (10, 90),
@@ -283,13 +284,18 @@ class Pipeline:
                 run.assets.append(run.asset("preview", "preview", preview, "mp4"))
         progress = await run.stage("transcoding", {"rungs": [r.name for r in rungs],
                                                    "passthrough": check.ok})
-        audio = transcode.AudioSettings(bitrate=int(audio_cfg["bitrate"]),
-                                        channels=int(audio_cfg["channels"]),
-                                        sample_rate=int(audio_cfg["sampling"]))
+        channels, rate = int(audio_cfg["channels"]), int(audio_cfg["sampling"])
+        if check.ok and probe.audio_sample_rate in SAMPLE_RATES and probe.audio_channels:
+            # Lower rungs beside the uploaded top rung match its audio, so players get one
+            # audio rendition for the whole ladder (the packager lists it once).
+            channels, rate = min(probe.audio_channels, 2), probe.audio_sample_rate
+        audio = transcode.AudioSettings(bitrate=int(audio_cfg["bitrate"]), channels=channels,
+                                        sample_rate=rate)
         if probe.has_video and rungs:
             keyframes = None
             if check.ok:  # lower rungs cut where the uploaded top rendition has keyframes
-                keyframes = await run.blocking(lambda: passthrough.keyframe_times(run.source))
+                times = await run.blocking(lambda: passthrough.keyframe_times(run.source))
+                keyframes = tuple(times) if times else None
             video = transcode.VideoSettings(
                 framerate=None if check.ok else video_cfg.get("framerate"),
                 keyframe_interval=float(video_cfg["keyframe"]), preset=self.settings.preset,

@@ -120,17 +120,20 @@ def _without_ladder_duplicates(tracks: list[tuple[int, Track]]) -> list[tuple[in
     """Each file of an ABR ladder carries the same audio: list such audio once.
 
     Audio is a duplicate when it sits beside video in another file and has the same language,
-    codec, channels, rate and sample count as one already kept. Audio-only files (extra
-    languages) are always kept.
+    codec, channels and rate as one already kept, and a duration within 0.1 s of it (lower
+    rungs encoded beside an uploaded top rung differ by an AAC frame or two). Audio-only files
+    (extra languages) are always kept.
     """
     with_video = {src for src, t in tracks if t.kind == "video"}
-    first_source: dict[tuple[str, str, int, int, int], int] = {}
+    first: dict[tuple[str, str, int, int], tuple[int, float]] = {}
     kept = []
     for src, t in tracks:
         if t.kind == "audio" and src in with_video:
             c = t.codec
-            key = (t.language, c.codec, c.channels, c.sample_rate, t.sample_count)
-            if first_source.setdefault(key, src) != src:
+            key = (t.language, c.codec, c.channels, c.sample_rate)
+            duration = t.duration / t.timescale
+            kept_src, kept_duration = first.setdefault(key, (src, duration))
+            if kept_src != src and abs(kept_duration - duration) <= 0.1:
                 continue
         kept.append((src, t))
     return kept

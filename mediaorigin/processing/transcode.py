@@ -48,6 +48,9 @@ class VideoSettings:
     preset: str = "veryfast"
     profile: str = "high"
     pixel_format: str = "yuv420p"
+    # IDRs at these presentation times (s) instead of every keyframe_interval: lower rungs
+    # made beside a passthrough top rendition cut where the upload has its keyframes.
+    keyframe_times: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.codec != "h264":
@@ -165,8 +168,11 @@ class _Timeline:
     time falls in it, repeating the previous frame across gaps (like ffmpeg's fps filter).
     """
 
-    def __init__(self, src_tb: Fraction, rate: Fraction | None, interval: Fraction) -> None:
+    def __init__(self, src_tb: Fraction, rate: Fraction | None, interval: Fraction,
+                 keyframe_times: tuple[float, ...] | None = None) -> None:
         self.src_tb, self.rate, self.interval = src_tb, rate, interval
+        self.keyframe_times = keyframe_times
+        self.next_index = 0
         self.time_base = 1 / rate if rate else src_tb
         self.start: int | None = None
         self.last_pts = -1
@@ -177,6 +183,13 @@ class _Timeline:
 
     def _key(self, pts: int) -> bool:
         t = pts * self.time_base
+        if self.keyframe_times is not None:
+            # Half a millisecond of slack: the times come from another file's timescale.
+            times, key = self.keyframe_times, False
+            while self.next_index < len(times) and t >= times[self.next_index] - 0.0005:
+                self.next_index += 1
+                key = True
+            return key or pts == 0
         if t < self.next_key:
             return False
         self.next_key = (t // self.interval + 1) * self.interval
@@ -490,7 +503,7 @@ def transcode_ladder(
             rate = (Fraction(video.framerate).limit_denominator(1001) if video.framerate
                     else None)  # fmt: skip
             interval = Fraction(video.keyframe_interval).limit_denominator(1000)
-            timeline = _Timeline(Fraction(vin.time_base), rate, interval)
+            timeline = _Timeline(Fraction(vin.time_base), rate, interval, video.keyframe_times)
             sar = Fraction(vin.sample_aspect_ratio or 1)
             for rung in rungs:
                 width = _rung_width(rung, vin.width, vin.height, sar)
