@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import media
 import pytest
 
-pytest_plugins = ["origin_fixtures", "redis_fixtures"]
+pytest_plugins = ["origin_fixtures", "redis_fixtures", "library_fixtures"]
 
 if TYPE_CHECKING:
     from players.harness import PlayerBrowser

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .context import API_KEYS
+from .context import API_KEYS, PRINCIPAL
 from .errors import ApiError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -25,5 +25,5 @@ async def require_api_key(request: web.Request, handler: Handler) -> web.StreamR
     principal = request.config_dict[API_KEYS].authenticate(request.headers.get("Authorization"))
     if principal is None:
         raise ApiError(401, "unauthorized", "send a valid API key as Authorization: Bearer <key>")
-    request["principal"] = principal
+    request[PRINCIPAL] = principal
     return await handler(request)

@@ -18,9 +18,10 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 PROCESSING_DEFAULTS = web.AppKey("processing_defaults", dict)
 WEBHOOK_SECRETS = web.AppKey("webhook_secrets", list)
 SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def principal(request: web.Request) -> Principal:
-    found = request.get("principal")
+    found = request.get(PRINCIPAL)
     assert isinstance(found, Principal), "the api_key middleware runs before every handler"
     return found
