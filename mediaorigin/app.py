@@ -48,8 +48,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="mediaorigin"'
         return resp
     except web.HTTPException as e:
-        if e.status < 400:
-            raise
+        if e.status < 400 or e.content_type == "application/json":
+            raise  # a redirect, or already our JSON error with its own headers (tus)
         resp = json_error(e.status, _code_for(e.status), e.reason)
         if "Allow" in e.headers:  # 405 must say what is allowed
             resp.headers["Allow"] = e.headers["Allow"]

@@ -102,10 +102,17 @@ async def start_library(config: Config, *, consume: bool,
         await webhooks.start()
     notifier = Notifier(webhooks)
     jobs = config.jobs
-    extra = {}
+
+    async def dead(job: QueuedJob, reason: str) -> None:
+        """A job that took its worker down again and again: fail it rather than loop."""
+        await library.finish_job(job.job_id, "failed", {
+            "code": "worker_crashed", "message": f"processing stopped its worker ({reason})"})
+
+    extra: dict[str, object] = {}
     if jobs.backend == "redis":
         claim_ms = int(jobs.claim_idle_seconds * 1000)
-        extra = {"claim_idle_ms": claim_ms, "heartbeat_ms": max(100, claim_ms // 4)}
+        extra = {"claim_idle_ms": claim_ms, "heartbeat_ms": max(100, claim_ms // 4),
+                 "on_dead": dead}
     queue = make_queue(jobs.backend, config.redis.url, jobs.concurrency, **extra)
     pipeline = Pipeline(library, storage, notifier, pipeline_settings(config))
     service = MediaService(library, storage, queue, notifier, forget)
