@@ -24,6 +24,7 @@ from .context import (
 from .errors import ApiError
 from .multipart import receive_upload
 from .validation import (
+    LANGUAGE,
     load_json_object,
     media_fields,
     processing_config,
@@ -35,6 +36,7 @@ UPLOADS_DIR = web.AppKey("uploads_dir", Path)
 MAX_UPLOAD = web.AppKey("max_upload", int)
 PUBLIC_URL = web.AppKey("public_url", str)
 SSE_KEEPALIVE = 15.0
+MAX_CAPTIONS = 8 * 1024 * 1024
 
 
 def _require(request: web.Request, action: str) -> None:
@@ -176,6 +178,24 @@ async def process_media(request: web.Request) -> web.Response:
     return web.json_response({"jobId": job.id, "job": job.to_json()}, status=202)
 
 
+async def add_captions(request: web.Request) -> web.Response:
+    """PUT /api/media/{id}/captions/{language}: a WebVTT document as the body."""
+    _require(request, "write")
+    media = await visible_media(request)
+    language = request.match_info["language"]
+    if not LANGUAGE.match(language):
+        raise ApiError(422, "invalid_field", "language: must be a BCP 47 tag like en or pt-BR")
+    body = await request.content.read(MAX_CAPTIONS + 1)
+    if len(body) > MAX_CAPTIONS:
+        raise ApiError(413, "too_large", f"captions are limited to {MAX_CAPTIONS} bytes")
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ApiError(422, "invalid_captions", "captions must be UTF-8 WebVTT") from None
+    media = await request.config_dict[SERVICE].add_captions(media.id, language, text)
+    return web.json_response(record(request, media))
+
+
 async def media_status(request: web.Request) -> web.Response:
     _require(request, "read")
     return web.json_response(status_of(await visible_media(request)))
@@ -279,6 +299,7 @@ def add_routes(api: web.Application) -> None:
     r.add_post(f"/media/{media_id}/upload", replace_media)
     r.add_post(f"/media/{media_id}/process", process_media)
     r.add_get(f"/media/{media_id}/status", media_status)
+    r.add_put(f"/media/{media_id}/captions/{{language:[A-Za-z0-9-]{{1,35}}}}", add_captions)
     r.add_get(f"/media/{media_id}/events", media_events)
     r.add_delete(f"/media/{media_id}/versions/{{generation:[0-9]{{1,6}}}}", purge_version)
     job_id = "{job_id:[A-Za-z0-9_-]{1,64}}"

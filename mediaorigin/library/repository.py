@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -61,13 +62,28 @@ def _encode_cursor(value: Any, media_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([value, media_id]).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[Any, str]:
+def _decode_cursor(cursor: str, key: str) -> tuple[Any, str]:
+    """The (sort value, id) of a cursor for sort `key`. The value must have the type of that
+    key's column (text for title, a finite number otherwise): a tampered cursor is refused
+    here instead of failing in the database (PostgreSQL types parameters strictly)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value, media_id = json.loads(raw)
     except (ValueError, TypeError):
         raise CursorError("cursor is not one this server issued") from None
-    if not isinstance(media_id, str) or not isinstance(value, (str, int, float)):
+    if not isinstance(media_id, str) or not MEDIA_ID.match(media_id) or "\n" in media_id:
+        raise CursorError("cursor is not one this server issued")
+    if key == "title":
+        if not isinstance(value, str) or "\x00" in value:
+            raise CursorError("cursor is not one this server issued")
+        return value, media_id
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CursorError("cursor is not one this server issued")
+    try:
+        value = float(value)
+    except OverflowError:
+        raise CursorError("cursor is not one this server issued") from None
+    if not math.isfinite(value):
         raise CursorError("cursor is not one this server issued")
     return value, media_id
 
@@ -173,6 +189,9 @@ class Library:
         if key not in SORTS:
             raise CursorError(f"sort must be one of {', '.join(SORTS)} (prefix - to reverse)")
         col = SORTS[key]
+        filters = (query.type, query.status, query.tag, query.language, query.organization_id)
+        if any(v is not None and "\x00" in v for v in filters):
+            return [], None  # no stored text holds NUL (PostgreSQL refuses it as a parameter)
         stmt = select(m)
         conds = []
         for column, value in ((m.c.type, query.type), (m.c.status, query.status),
@@ -188,7 +207,7 @@ class Library:
             if match is not None:
                 conds.append(match)
         if query.cursor:
-            value, after_id = _decode_cursor(query.cursor)
+            value, after_id = _decode_cursor(query.cursor, key)
             if desc:
                 conds.append(or_(col < value, and_(col == value, m.c.id < after_id)))
             else:
@@ -314,6 +333,21 @@ class Library:
                 schema.generations.c.generation == number).values(status="ready"))
             await conn.execute(update(m).where(m.c.id == media_id).values(
                 generation=number, status="ready", updated_at=time.time(), **media_values))
+
+    async def put_asset(self, media_id: str, asset: Asset) -> None:
+        """Add an asset to a generation, replacing one of the same kind and name (captions)."""
+        a = schema.assets
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(a).where(a.c.media_id == media_id,
+                                               a.c.generation == asset.generation,
+                                               a.c.kind == asset.kind, a.c.name == asset.name))
+            await conn.execute(insert(a).values(
+                media_id=media_id, generation=asset.generation, kind=asset.kind,
+                name=asset.name, format=asset.format, storage_key=asset.storage_key,
+                size=asset.size, width=asset.width, height=asset.height,
+                bitrate=asset.bitrate, time=asset.time, position=asset.position))
+            await conn.execute(update(m).where(m.c.id == media_id)
+                               .values(updated_at=time.time()))
 
     async def storage_keys(self, media_id: str, number: int | None = None) -> list[str]:
         """Stored files of a media item (or of one generation): sources and assets."""

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..packaging.model import MediaError
+from ..packaging.webvtt import parse_webvtt
 from ..storage.local import LocalStorage
 from .notify import Notifier
-from .records import Job, Media
+from .records import Asset, Job, Media
 from .repository import Library
 
 log = logging.getLogger("mediaorigin.library")
@@ -187,6 +190,26 @@ class MediaService:
             self.forget(media_id, keys)
         await self.library.add_history(media_id, "version.purged", {"generation": generation})
 
+    async def add_captions(self, media_id: str, language: str, text: str) -> Media:
+        """WebVTT captions in one language for the current version (replacing earlier ones)."""
+        media = await self._media(media_id)
+        if media.generation is None:
+            raise ServiceError(409, "not_playable", "captions need a processed version first")
+        try:
+            parse_webvtt(text)
+        except MediaError as e:
+            raise ServiceError(422, "invalid_captions", f"not valid WebVTT: {e}") from None
+        name = f"captions-{language.lower()}.vtt"
+        key = f"media/{media_id}/g{media.generation}/{name}"
+        path = self.storage.resolve(key)
+        await asyncio.to_thread(_write_atomic, path, text.encode())
+        position = 1000 + len(media.assets_of("caption"))
+        await self.library.put_asset(media_id, Asset(
+            "caption", language, "vtt", key, path.stat().st_size, media.generation,
+            position=position))
+        await self.library.add_history(media_id, "captions.added", {"language": language})
+        return await self._media(media_id)
+
     async def external_update(self, update: dict[str, Any]) -> Job:
         """A callback from an external processor: progress, completion or failure of a job."""
         job = await self._job(str(update.get("jobId", "")))
@@ -221,3 +244,9 @@ class MediaService:
         if job is None:
             raise ServiceError(404, "job_not_found", f"no job {job_id!r}")
         return job
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

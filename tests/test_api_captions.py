@@ -1,0 +1,58 @@
+"""Captions added to a ready media item reach the players' manifests."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from library_fixtures import auth
+from origin_server import OriginThread, request
+
+VTT = "WEBVTT\n\n00:00:00.500 --> 00:00:02.000\nWillkommen zur Vorlesung\n"
+
+
+def put(origin: OriginThread, path: str, body: bytes, key: dict[str, str] | None = None):
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(origin.base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("PUT", path, body=body, headers={**(key or auth()),
+                                                       "Content-Type": "text/vtt"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_captions_are_added_validated_and_played(library_origin: OriginThread,
+                                                 av_faststart: Path) -> None:
+    import json
+
+    media_id = library_origin.add([av_faststart], "Vorlesung")
+    master = f"/vod/{media_id}/master.m3u8"
+    assert "SUBTITLES" not in library_origin.get(master).body.decode()
+    status, body = put(library_origin, f"/api/media/{media_id}/captions/de", VTT.encode())
+    assert status == 200, body
+    record = json.loads(body)
+    assert [c["language"] for c in record["storage"]["captions"]] == ["de"]
+    served = request(library_origin.base + record["storage"]["captions"][0]["url"])
+    assert served.status == 200 and served.body.decode() == VTT
+    deadline = time.monotonic() + 10  # the origin revalidates a prepared item every 2 s
+    while "SUBTITLES" not in (text := library_origin.get(master).body.decode()):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.2)
+    assert 'LANGUAGE="de"' in text
+    assert "Willkommen" in library_origin.get(f"/vod/{media_id}/s0/full.vtt").body.decode()
+    # Replacing keeps one track per language; bad input is refused with a reason.
+    assert put(library_origin, f"/api/media/{media_id}/captions/de", VTT.encode())[0] == 200
+    assert len(json.loads(library_origin.get(f"/api/media/{media_id}", auth()).body)
+               ["storage"]["captions"]) == 1
+    for path, body, code, error in (
+            (f"/api/media/{media_id}/captions/de", b"not webvtt", 422, "invalid_captions"),
+            (f"/api/media/{media_id}/captions/de", b"\xff\xfe", 422, "invalid_captions"),
+            (f"/api/media/{media_id}/captions/english-", VTT.encode(), 422, "invalid_field"),
+            ("/api/media/nope/captions/de", VTT.encode(), 404, "media_not_found")):
+        status, reply = put(library_origin, path, body)
+        assert (status, json.loads(reply)["error"]["code"]) == (code, error), reply
