@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import schema, search
@@ -287,16 +288,23 @@ class Library:
 
     async def add_generation(self, media_id: str, source_key: str, source_name: str,
                              source_size: int, probe: dict[str, Any] | None = None) -> int:
+        """The next generation number of a media item; two uploads at once get two numbers
+        (the loser of the primary-key race takes the next one)."""
         g = schema.generations
-        async with self.engine.begin() as conn:
-            last = (await conn.execute(select(func.max(g.c.generation))
-                                       .where(g.c.media_id == media_id))).scalar()
-            number = (last or 0) + 1
-            await conn.execute(insert(g).values(
-                media_id=media_id, generation=number, status="processing",
-                source_key=source_key, source_name=source_name, source_size=source_size,
-                probe=probe or {}, created_at=time.time()))
-        return number
+        for _ in range(5):
+            try:
+                async with self.engine.begin() as conn:
+                    last = (await conn.execute(select(func.max(g.c.generation))
+                                               .where(g.c.media_id == media_id))).scalar()
+                    number = (last or 0) + 1
+                    await conn.execute(insert(g).values(
+                        media_id=media_id, generation=number, status="processing",
+                        source_key=source_key, source_name=source_name,
+                        source_size=source_size, probe=probe or {}, created_at=time.time()))
+                return number
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not number a new version of {media_id}")
 
     async def generation(self, media_id: str, number: int) -> Generation | None:
         g = schema.generations
