@@ -64,8 +64,11 @@ class LibraryRuntime:
             try:
                 now = time.time()
                 for job in await self.library.jobs(status=("queued", "running")):
-                    # Redis reclaims a dead worker's job itself; in-process nobody else would.
-                    orphaned = job.status == "running" and backend == "inprocess" and \
+                    # A dead worker's job, on either backend: Redis reclaims its message
+                    # itself, but may do so before the job's heartbeat here is stale (the two
+                    # heartbeats tick apart), and then start_job refuses it and the message is
+                    # acknowledged: without this the job would stay "running" forever.
+                    orphaned = job.status == "running" and \
                         now - (job.heartbeat_at or 0.0) > stale
                     waiting = job.status == "queued" and now - job.created_at >= requeue_after
                     if orphaned or waiting:
