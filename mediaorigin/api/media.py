@@ -36,6 +36,7 @@ UPLOADS_DIR = web.AppKey("uploads_dir", Path)
 MAX_UPLOAD = web.AppKey("max_upload", int)
 PUBLIC_URL = web.AppKey("public_url", str)
 SSE_KEEPALIVE = 15.0
+SSE_SETTLE = 5.0  # seconds `done` waits for the media status to follow its job's end
 MAX_CAPTIONS = 8 * 1024 * 1024
 
 
@@ -100,7 +101,7 @@ async def get_media(request: web.Request) -> web.Response:
 async def patch_media(request: web.Request) -> web.Response:
     _require(request, "write")
     media = await visible_media(request)
-    fields = media_fields(load_json_object(await request.text(), "body"), creating=False)
+    fields = media_fields(load_json_object(await request.read(), "body"), creating=False)
     values: dict[str, Any] = {k: fields[k] for k in ("title", "description", "type",
                                                      "language", "permissions") if k in fields}
     if "copyright" in fields:
@@ -172,7 +173,7 @@ async def replace_media(request: web.Request) -> web.Response:
 async def process_media(request: web.Request) -> web.Response:
     _require(request, "process")
     media = await visible_media(request)
-    config = processing_config(load_json_object(await request.text(), "body"),
+    config = processing_config(load_json_object(await request.read(), "body"),
                                request.config_dict[PROCESSING_DEFAULTS])
     job = await request.config_dict[SERVICE].process(media.id, config)
     return web.json_response({"jobId": job.id, "job": job.to_json()}, status=202)
@@ -219,6 +220,7 @@ async def media_events(request: web.Request) -> web.StreamResponse:
     stopping = request.config_dict[SHUTTING_DOWN]
     last: dict[str, Any] | None = None
     sent_at = time.monotonic()
+    settle_by: float | None = None
     n = 0
     while not stopping.is_set():
         current = await library.get_media(media.id)
@@ -231,6 +233,13 @@ async def media_events(request: web.Request) -> web.StreamResponse:
             await resp.write(f"id: {n}\nevent: progress\ndata: {json.dumps(state)}\n\n".encode())
             last, sent_at = state, time.monotonic()
         job = current.latest_job
+        if job is not None and job.finished and current.status == "processing":
+            # The job's end and the media status it leads to (ready/failed) are separate
+            # writes: wait for the status, so that `done` never reports "processing".
+            settle_by = settle_by or time.monotonic() + SSE_SETTLE
+            if time.monotonic() < settle_by:
+                await notifier.wait(media.id, 0.1)
+                continue
         if job is None or job.finished:
             await resp.write(f"event: done\ndata: {json.dumps(state)}\n\n".encode())
             break

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import logging
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -39,6 +40,7 @@ from .records import Asset, Generation, Job, Media
 from .repository import Library
 
 log = logging.getLogger("mediaorigin.pipeline")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"/:]+/)*[^\s'\"/:]*")
 T = TypeVar("T")
 HEARTBEAT_SECONDS = 2.0
 AUDIO_LADDER = (128_000, 64_000)
@@ -81,7 +83,12 @@ class _Progress:
             return
         self.sent_at = now
         overall = self.lo + (self.hi - self.lo) * max(0.0, min(pct, 100.0)) / 100
-        asyncio.run_coroutine_threadsafe(self.run.report(self.stage, overall), self.run.loop)
+        report = self.run.report(self.stage, overall)
+        try:
+            asyncio.run_coroutine_threadsafe(report, self.run.loop)
+        except RuntimeError:  # the loop is closed: the process is stopping, stop this stage
+            report.close()
+            raise Cancelled() from None
 
 
 @dataclass
@@ -155,16 +162,29 @@ class Pipeline:
         heartbeat = asyncio.create_task(self._heartbeat(run))
         try:
             await self._stages(run)
+        except asyncio.CancelledError:
+            # The queue is stopping: the job stays running for another worker to take over
+            # once its heartbeat is stale; the blocking stage on its thread stops at its next
+            # progress call instead of running on unobserved.
+            run.cancelled.set()
+            raise
         except Cancelled:
             await self._ended(run, "cancelled", {"code": "cancelled", "message": "cancelled"})
         except ProcessingError as e:
-            await self._ended(run, "failed", {"code": e.code, "message": e.message})
+            await self._ended(run, "failed", {"code": e.code,
+                                              "message": self._public(e.message)})
         except Exception as e:
             log.exception("job %s failed unexpectedly", job.id)
             await self._ended(run, "failed", {"code": "internal_error",
                                               "message": f"processing failed ({type(e).__name__})"})
         finally:
             heartbeat.cancel()
+
+    def _public(self, message: str) -> str:
+        """An error message fit for API clients: library errors (FFmpeg, Pillow, pdfium) may
+        name the stored file; no path inside or outside storage is ever shown."""
+        message = message.replace(str(self.storage.root), "<storage>")
+        return _ABSOLUTE_PATH.sub("<file>", message)
 
     async def _heartbeat(self, run: _Run) -> None:
         while True:
@@ -181,14 +201,16 @@ class Pipeline:
         """Failure or cancel: keep the upload, drop what this run made, settle the status."""
         lib = self.library
         await asyncio.to_thread(_remove_outputs, run.out_dir, run.source)
-        await lib.finish_job(run.job.id, status, error)
         await lib.set_generation(run.media.id, run.generation.generation,
                                  status="failed" if status == "failed" else "cancelled")
-        await lib.add_history(run.media.id, f"job.{status}", error, run.job.id)
+        # The media status settles before the job finishes: whoever sees the finished job
+        # (status polls, the `done` progress event) sees the final media status with it.
         media = await lib.get_media(run.media.id)
         if media is not None and media.status == "processing":
             await lib.update_media(media.id, {
                 "status": "ready" if media.generation is not None else "failed"})
+        await lib.finish_job(run.job.id, status, error)
+        await lib.add_history(run.media.id, f"job.{status}", error, run.job.id)
         self.notifier.changed(run.media.id)
         if status == "failed":
             self.notifier.emit("media.failed", {"mediaId": run.media.id, "jobId": run.job.id,

@@ -186,7 +186,7 @@ class Library:
     async def list_media(self, query: MediaQuery) -> tuple[list[Media], str | None]:
         """One page of media and the cursor of the next page (None at the end)."""
         desc = query.sort.startswith("-")
-        key = query.sort.lstrip("-")
+        key = query.sort[1:] if desc else query.sort
         if key not in SORTS:
             raise CursorError(f"sort must be one of {', '.join(SORTS)} (prefix - to reverse)")
         col = SORTS[key]
@@ -438,13 +438,18 @@ class Library:
 
     async def progress(self, job_id: str, stage: str, percentage: float,
                        details: dict[str, Any] | None = None) -> str | None:
-        """Record progress of a running job; returns the job's status (to notice a cancel)."""
+        """Record progress of a running job; returns the job's status (to notice a cancel).
+
+        Progress only moves forward: reports are written from concurrent tasks (a stage's
+        last callback can land after the next stage's start), so a lower percentage than the
+        one recorded is a stale report and is dropped (start_job/requeue_job reset it)."""
         j = schema.jobs
         values: dict[str, Any] = {"stage": stage, "percentage": percentage}
         if details is not None:
             values["details"] = details
         async with self.engine.begin() as conn:
-            await conn.execute(update(j).where(j.c.id == job_id, j.c.status == "running")
+            await conn.execute(update(j).where(j.c.id == job_id, j.c.status == "running",
+                                               j.c.percentage <= percentage)
                                .values(**values))
             return (await conn.execute(select(j.c.status).where(j.c.id == job_id))).scalar()
 

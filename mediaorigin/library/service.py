@@ -110,8 +110,9 @@ class MediaService:
         try:
             await self.queue.submit(job.id, {"media": media_id}, job.priority)
         except Exception as e:  # the job stays queued in the database and is resubmitted
+            # (`type` is the job type here, so the class name comes from the instance)
             log.warning("job %s stays queued: the queue refused it (%s)", job.id,
-                        type(e).__name__)
+                        e.__class__.__name__)
         self.notifier.changed(media_id)
         return job
 
@@ -213,8 +214,7 @@ class MediaService:
     async def external_update(self, update: dict[str, Any]) -> Job:
         """A callback from an external processor: progress, completion or failure of a job."""
         job = await self._job(str(update.get("jobId", "")))
-        status = update.get("status")
-        progress = update.get("progress") or {}
+        status, progress, error = _external_fields(update)
         if status in ("running", None):
             if job.status == "queued":
                 await self.library.start_job(job.id, "external", 0.0)
@@ -222,7 +222,6 @@ class MediaService:
                                         float(progress.get("percentage", 0.0)),
                                         progress.get("details") or {})
         elif status in ("completed", "failed"):
-            error = update.get("error") if status == "failed" else None
             if not await self.library.finish_job(job.id, status, error):
                 raise ServiceError(409, "job_finished", f"job {job.id} is already {job.status}")
             await self._settle(job.media_id)
@@ -244,6 +243,35 @@ class MediaService:
         if job is None:
             raise ServiceError(404, "job_not_found", f"no job {job_id!r}")
         return job
+
+
+def _external_fields(update: dict[str, Any]
+                     ) -> tuple[str | None, dict[str, Any], dict[str, str] | None]:
+    """Check a processor callback's status, progress and error (422 on a bad shape), so
+    nothing malformed reaches the job record (the Media record reads error["message"])."""
+    def bad(field: str, message: str) -> ServiceError:
+        return ServiceError(422, "invalid_field", f"{field}: {message}")
+
+    status = update.get("status")
+    if status not in ("running", "completed", "failed", None):
+        raise bad("status", "must be running, completed or failed")
+    progress = update.get("progress") or {}
+    if not isinstance(progress, dict):
+        raise bad("progress", "must be an object {stage, percentage, details}")
+    pct = progress.get("percentage", 0.0)
+    if isinstance(pct, bool) or not isinstance(pct, int | float) or not 0 <= pct <= 100:
+        raise bad("progress.percentage", "must be a number from 0 to 100")
+    if not isinstance(progress.get("details") or {}, dict):
+        raise bad("progress.details", "must be an object")
+    if status != "failed":
+        return status, progress, None
+    error = update.get("error") or {}
+    if not isinstance(error, dict) or not all(
+            isinstance(error.get(k, ""), str) for k in ("code", "message")):
+        raise bad("error", "must be an object {code, message} of strings")
+    code = error.get("code") or "external_error"
+    return status, progress, {"code": code[:64],
+                              "message": (error.get("message") or code)[:1000]}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

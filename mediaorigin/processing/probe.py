@@ -145,7 +145,10 @@ def _probe_av(path: Path, size: int) -> Probe:
     try:
         container = av.open(str(path), options=AV_OPTIONS, metadata_errors="ignore")
     except av.FFmpegError as e:
-        raise ProcessingError("not_media", f"not a recognised media file: {e}") from None
+        # strerror, not str(e): that names the stored file's path, which clients must not see.
+        raise ProcessingError(
+            "not_media", f"not a recognised media file: {e.strerror or type(e).__name__}"
+        ) from None
     with container:
         videos = [s for s in container.streams.video if not _is_attached_picture(s)]
         audios = list(container.streams.audio)

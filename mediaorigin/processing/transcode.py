@@ -113,7 +113,8 @@ def _open_source(src: Path) -> Any:
     except av.error.FileNotFoundError as exc:
         raise ProcessingError("not_found", f"{src.name}: no such file") from exc
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise ProcessingError("corrupt", f"{src.name}: cannot open: {exc}") from exc
+        reason = getattr(exc, "strerror", None) or type(exc).__name__  # str(exc) has the path
+        raise ProcessingError("corrupt", f"{src.name}: cannot open: {reason}") from exc
 
 
 def _decoded(container: Any, streams: list[Any]) -> Iterator[Any]:
