@@ -71,7 +71,7 @@ def postgres_url() -> Iterator[str]:
     name = f"mediaorigin_test_{secrets.token_hex(4)}"
     try:
         asyncio.run(_pg_admin(f"CREATE DATABASE {name}"))
-    except (OSError, asyncio.TimeoutError, ImportError) as e:
+    except (TimeoutError, OSError, ImportError) as e:
         pytest.skip(f"no PostgreSQL server at {POSTGRES_ADMIN} ({type(e).__name__}: {e})")
     except Exception as e:  # asyncpg errors: auth, permissions
         pytest.skip(f"cannot create a database on {POSTGRES_ADMIN}: {e}")

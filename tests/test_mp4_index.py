@@ -132,7 +132,8 @@ def real_moov(av_faststart: Path) -> bytes:
         return read_moov(lambda off, n: os.pread(f.fileno(), n, off), os.path.getsize(av_faststart))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_moov_never_crashes(real_moov: bytes, data: st.DataObject) -> None:
     """Flipped, truncated or overwritten moov bytes give a MediaError or a valid index."""

@@ -198,7 +198,8 @@ def test_replaced_file_is_reindexed(tmp_path: Path, av_faststart: Path,
     try:
         media_id = server.add([av_faststart])
         assert "RESOLUTION" in server.get(f"/vod/{media_id}/master.m3u8").body.decode()
-        stored = server.config.path(server.config.storage.root) / "media" / media_id / "g1" / "0.mp4"
+        root = server.config.path(server.config.storage.root)
+        stored = root / "media" / media_id / "g1" / "0.mp4"
         stored.unlink()  # break the hard link to the fixture before replacing the content
         shutil.copy(audio_only, stored)
         import time

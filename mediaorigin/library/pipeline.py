@@ -18,6 +18,8 @@ import base64
 import logging
 import os
 import re
+import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -100,6 +102,7 @@ class _Run:
     source: Path
     out_dir: Path
     loop: asyncio.AbstractEventLoop
+    token: str  # this run's claim on the job (jobs.worker)
     cancelled: threading.Event = field(default_factory=threading.Event)
     assets: list[Asset] = field(default_factory=list)
     last_webhook_pct: float = -100.0
@@ -107,7 +110,7 @@ class _Run:
     async def report(self, stage: str, pct: float, details: dict[str, Any] | None = None
                      ) -> None:
         lib = self.pipeline.library
-        status = await lib.progress(self.job.id, stage, pct, details)
+        status = await lib.progress(self.job.id, stage, pct, details, self.token)
         if status == "cancelled":
             self.cancelled.set()
         self.pipeline.notifier.changed(self.media.id)
@@ -145,18 +148,26 @@ class Pipeline:
     async def run(self, queued: QueuedJob) -> None:
         """The job queue's handler. Safe to call twice for one job: only one run takes it."""
         lib = self.library
-        job = await lib.start_job(queued.job_id, self.settings.worker, self.settings.stale_after)
+        # This run's claim on the job: every write it makes later requires it still holds
+        # it, so a run that was cancelled, retried or taken over can no longer touch the job.
+        token = f"{self.settings.worker}/{secrets.token_hex(4)}"
+        job = await lib.start_job(queued.job_id, token, self.settings.stale_after)
         if job is None:
             return  # finished, cancelled, or alive on another worker
         media = await lib.get_media(job.media_id)
         gen = await lib.generation(job.media_id, job.generation)
         if media is None or gen is None or gen.status == "purged" or not gen.source_key:
             await lib.finish_job(job.id, "failed", {"code": "source_missing",
-                                                    "message": "the upload is gone"})
+                                                    "message": "the upload is gone"}, token)
             return
+        # Each run writes into a folder of its own beside the upload: what players use now
+        # is never overwritten, and a failed run removes only its own files.
+        folder = f"media/{media.id}/g{gen.generation}"
+        await asyncio.to_thread(_prune_runs, self.storage.folder(folder),
+                                {Path(a.storage_key).parent.name for a in media.assets})
         run = _Run(self, job, media, gen, self.storage.resolve(gen.source_key),
-                   self.storage.folder(f"media/{media.id}/g{gen.generation}"),
-                   asyncio.get_running_loop())
+                   self.storage.folder(f"{folder}/{job.id}.{job.attempts}"),
+                   asyncio.get_running_loop(), token)
         await lib.add_history(media.id, "job.started", {"attempt": job.attempts,
                                                         "worker": self.settings.worker}, job.id)
         heartbeat = asyncio.create_task(self._heartbeat(run))
@@ -190,7 +201,7 @@ class Pipeline:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
-                status = await self.library.heartbeat(run.job.id, self.settings.worker)
+                status = await self.library.heartbeat(run.job.id, run.token)
             except Exception:  # the database is briefly unreachable: try again
                 log.warning("job %s: heartbeat failed", run.job.id, exc_info=True)
                 continue
@@ -200,7 +211,10 @@ class Pipeline:
     async def _ended(self, run: _Run, status: str, error: dict[str, str]) -> None:
         """Failure or cancel: keep the upload, drop what this run made, settle the status."""
         lib = self.library
-        await asyncio.to_thread(_remove_outputs, run.out_dir, run.source)
+        await asyncio.to_thread(shutil.rmtree, run.out_dir, True)
+        job = await lib.get_job(run.job.id)
+        if job is None or job.worker != run.token:
+            return  # retried or taken over meanwhile: the job is no longer this run's
         await lib.set_generation(run.media.id, run.generation.generation,
                                  status="failed" if status == "failed" else "cancelled")
         # The media status settles before the job finishes: whoever sees the finished job
@@ -209,7 +223,7 @@ class Pipeline:
         if media is not None and media.status == "processing":
             await lib.update_media(media.id, {
                 "status": "ready" if media.generation is not None else "failed"})
-        await lib.finish_job(run.job.id, status, error)
+        await lib.finish_job(run.job.id, status, error, run.token)
         await lib.add_history(run.media.id, f"job.{status}", error, run.job.id)
         self.notifier.changed(run.media.id)
         if status == "failed":
@@ -231,7 +245,7 @@ class Pipeline:
         else:
             await self._document(run, kind)
         await self._publish(run, probe, final=True)
-        await self.library.finish_job(run.job.id, "completed")
+        await self.library.finish_job(run.job.id, "completed", None, run.token)
         await self.library.add_history(run.media.id, "job.completed",
                                        {"assets": len(run.assets)}, run.job.id)
         self.notifier.changed(run.media.id)
@@ -403,10 +417,12 @@ def _watermark(spec: dict[str, Any] | None, out_dir: Path) -> Watermark | None:
                      opacity=float(spec.get("opacity", 0.5)))
 
 
-def _remove_outputs(out_dir: Path, source: Path) -> None:
-    for path in out_dir.iterdir():
-        if path != source and path.is_file():
-            path.unlink(missing_ok=True)
+def _prune_runs(generation_dir: Path, in_use: set[str]) -> None:
+    """Remove the output folders of earlier runs that no published asset points to any more
+    (the published set stays until the next run has published its own)."""
+    for path in generation_dir.iterdir():
+        if path.is_dir() and path.name not in in_use:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 __all__ = ["Pipeline", "PipelineSettings", "DEFAULT_RUNGS", "Awaitable"]

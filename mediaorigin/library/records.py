@@ -42,7 +42,7 @@ class Asset:
 
     @property
     def url_path(self) -> str:
-        """`g{n}/{name}`: where the asset route serves it under /vod/{id}/assets/."""
+        """`g{n}/[run/]{name}`: where the asset route serves it under /vod/{id}/assets/."""
         return self.storage_key.split("/", 2)[2]
 
 
@@ -93,6 +93,7 @@ class Job:
     started_at: float | None
     completed_at: float | None
     heartbeat_at: float | None = None  # liveness of a running job (not part of the record)
+    worker: str | None = None  # the run holding the job (not part of the record)
 
     @property
     def finished(self) -> bool:

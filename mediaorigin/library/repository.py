@@ -92,7 +92,7 @@ def _decode_cursor(cursor: str, key: str) -> tuple[Any, str]:
 def _job(row: Row[Any]) -> Job:
     return Job(row.id, row.media_id, row.generation, row.type, row.priority, row.status,
                row.config, row.stage, row.percentage, row.details, row.error, row.attempts,
-               row.created_at, row.started_at, row.completed_at, row.heartbeat_at)
+               row.created_at, row.started_at, row.completed_at, row.heartbeat_at, row.worker)
 
 
 def _asset(row: Row[Any]) -> Asset:
@@ -327,8 +327,12 @@ class Library:
         """Make generation `number` the one players get, with its assets, atomically."""
         a = schema.assets
         async with self.engine.begin() as conn:
-            await conn.execute(delete(a).where(a.c.media_id == media_id,
-                                               a.c.generation == number))
+            # Captions added through the API belong to the version, not to one processing
+            # run: they stay unless the new set brings captions of its own.
+            stale = delete(a).where(a.c.media_id == media_id, a.c.generation == number)
+            if not any(x.kind == "caption" for x in assets):
+                stale = stale.where(a.c.kind != "caption")
+            await conn.execute(stale)
             if assets:
                 await conn.execute(insert(a), [
                     {"media_id": media_id, "generation": number, "kind": x.kind,
@@ -437,7 +441,8 @@ class Library:
             return (await conn.execute(select(j.c.status).where(j.c.id == job_id))).scalar()
 
     async def progress(self, job_id: str, stage: str, percentage: float,
-                       details: dict[str, Any] | None = None) -> str | None:
+                       details: dict[str, Any] | None = None, worker: str | None = None
+                       ) -> str | None:
         """Record progress of a running job; returns the job's status (to notice a cancel).
 
         Progress only moves forward: reports are written from concurrent tasks (a stage's
@@ -448,23 +453,28 @@ class Library:
         if details is not None:
             values["details"] = details
         async with self.engine.begin() as conn:
-            await conn.execute(update(j).where(j.c.id == job_id, j.c.status == "running",
-                                               j.c.percentage <= percentage)
-                               .values(**values))
+            stmt = update(j).where(j.c.id == job_id, j.c.status == "running",
+                                   j.c.percentage <= percentage)
+            if worker is not None:
+                stmt = stmt.where(j.c.worker == worker)
+            await conn.execute(stmt.values(**values))
             return (await conn.execute(select(j.c.status).where(j.c.id == job_id))).scalar()
 
     async def finish_job(self, job_id: str, status: str,
-                         error: dict[str, Any] | None = None) -> bool:
-        """running|queued → completed|failed|cancelled; False if it had already finished."""
+                         error: dict[str, Any] | None = None, worker: str | None = None
+                         ) -> bool:
+        """running|queued → completed|failed|cancelled; False if it had already finished (or,
+        with `worker`, if that run no longer holds the job)."""
         j = schema.jobs
         values: dict[str, Any] = {"status": status, "error": error,
                                   "completed_at": time.time()}
         if status == "completed":
             values.update(stage="done", percentage=100.0)
+        stmt = update(j).where(j.c.id == job_id, j.c.status.in_(("queued", "running")))
+        if worker is not None:
+            stmt = stmt.where(j.c.worker == worker)
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(j).where(j.c.id == job_id, j.c.status.in_(("queued", "running")))
-                .values(**values))
+            result = await conn.execute(stmt.values(**values))
         return result.rowcount > 0
 
     async def requeue_job(self, job_id: str) -> bool:
@@ -474,7 +484,7 @@ class Library:
             result = await conn.execute(
                 update(j).where(j.c.id == job_id, j.c.status.in_(("failed", "cancelled")))
                 .values(status="queued", stage="queued", percentage=0.0, error=None,
-                        completed_at=None, started_at=None))
+                        completed_at=None, started_at=None, worker=None))
         return result.rowcount > 0
 
     async def add_history(self, media_id: str, action: str, details: dict[str, Any],

@@ -1,4 +1,4 @@
-"""`/vod/{id}/assets/g{n}/{name}`: the files processing made (renditions for download,
+"""`/vod/{id}/assets/g{n}/[{run}/]{name}`: the files processing made (renditions for download,
 thumbnails, poster, preview, sprite sheets and their WebVTT track, documents).
 
 A file is served only while the library lists it as an asset, so nothing half-written or
@@ -26,8 +26,9 @@ TYPES = {"vtt": "text/vtt; charset=utf-8", "m4a": "audio/mp4", "mp4": "video/mp4
 
 
 async def asset(request: web.Request) -> web.StreamResponse:
-    media_id, gen, name = (request.match_info[k] for k in ("media_id", "gen", "name"))
-    key = f"media/{media_id}/{gen}/{name}"
+    media_id, path = request.match_info["media_id"], request.match_info["path"]
+    name = path.rsplit("/", 1)[-1]
+    key = f"media/{media_id}/{path}"
     found = await request.config_dict[ASSET_LIBRARY].asset(media_id, key)
     if found is None:
         raise PlaybackError(404, "asset_not_found", "no such asset")
@@ -46,5 +47,7 @@ async def asset(request: web.Request) -> web.StreamResponse:
 
 
 def add_asset_routes(app: web.Application) -> None:
-    app.router.add_get(r"/vod/{media_id:[A-Za-z0-9_-]{1,64}}/assets/{gen:g[0-9]{1,6}}/"
-                       r"{name:[A-Za-z0-9][A-Za-z0-9_.-]{0,99}}", asset)
+    # g{n}/{name} (the upload, captions) or g{n}/{run}/{name} (what a processing run made)
+    app.router.add_get(r"/vod/{media_id:[A-Za-z0-9_-]{1,64}}/assets/"
+                       r"{path:g[0-9]{1,6}(?:/[A-Za-z0-9_-]{1,64}\.[0-9]{1,4})?"
+                       r"/[A-Za-z0-9][A-Za-z0-9_.-]{0,99}}", asset)
