@@ -352,7 +352,7 @@ try:
         "MEDIAORIGIN_SERVER_HOST": "127.0.0.1",
         "MEDIAORIGIN_SERVER_ACCESS_LOG": "false",
         "MEDIAORIGIN_STORAGE_ROOT": str(TMP / "media"),
-        "MEDIAORIGIN_LIBRARY_DATABASE": str(TMP / "library.sqlite3"),
+        "MEDIAORIGIN_LIBRARY_URL": f"sqlite:///{TMP / 'library.sqlite3'}",
         "MEDIAORIGIN_STORAGE_CACHE_DIR": str(TMP / "cache-import"),
         "MEDIAORIGIN_DEMO_ENABLED": "false",
     })

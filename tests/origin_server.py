@@ -7,6 +7,7 @@ import asyncio
 import http.client
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -81,7 +82,11 @@ class OriginThread:
 
     def add(self, files: Sequence[Path], title: str | None = None,
             captions: Sequence[tuple[str, Path]] = ()) -> str:
-        return import_media(self.config, list(files), title, list(captions))
+        # On a thread of its own: import_media runs its own event loop, and async tests call
+        # this from inside theirs.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(import_media, self.config, list(files), title,
+                               list(captions)).result()
 
     def url(self, path: str) -> str:
         return self.base + path

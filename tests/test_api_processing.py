@@ -622,8 +622,13 @@ async def test_watermark_is_burned_into_the_bottom_right(
             x0, y0, x1, y1 = changed
             assert x0 >= w * 3 // 4 and y0 >= h * 7 // 8 and x1 <= w and y1 <= h, changed
             assert (x1 - x0) >= w // 10 and (y1 - y0) >= 4
-            assert mark is None or changed == mark
-            mark = changed
+            # The same place on every keyframe (give or take the encoder's rounding at the
+            # mark's edges).
+            near = mark is None or all(abs(p - q) <= 4
+                                       for p, q in zip(changed, mark, strict=True))
+            assert near, (changed, mark)
+            mark = changed if mark is None else (min(mark[0], x0), min(mark[1], y0),
+                                                 max(mark[2], x1), max(mark[3], y1))
         assert mark is not None
         assert _mean(diff, mark) > 5
         assert _mean(diff, (0, 0, w // 4, h // 4)) < 2
