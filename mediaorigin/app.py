@@ -13,17 +13,16 @@ from aiohttp import web
 
 from .api import context as api_context
 from .api.app import create_api
-from .api.errors import ApiError
 from .api.tus import EXPOSED_HEADERS as TUS_EXPOSED_HEADERS
 from .api.tus import REQUEST_HEADERS as TUS_REQUEST_HEADERS
 from .config import Config
+from .errors import ClientError
 from .library.repository import MediaQuery
 from .library.runtime import LibraryRuntime, start_library
-from .library.service import ServiceError
 from .origin.assets import ASSET_LIBRARY, ASSET_STORAGE, add_asset_routes
 from .origin.cache import IndexCache, SegmentCache
 from .origin.http import json_error
-from .origin.playback import Playback, PlaybackError
+from .origin.playback import Playback
 from .origin.routes import PLAYBACK, add_routes
 from .storage.local import LocalStorage
 
@@ -42,7 +41,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes a JSON error with the right status; nothing internal leaks."""
     try:
         return await handler(request)
-    except (PlaybackError, ApiError, ServiceError) as e:
+    except ClientError as e:
         resp = json_error(e.status, e.code, e.message)
         if e.status == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="mediaorigin"'

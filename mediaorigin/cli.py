@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from .auth.apikeys import bootstrap_admin_key
@@ -30,16 +31,21 @@ def import_media(config: Config, files: Sequence[Path], title: str | None,
     return asyncio.run(_register(config, files, title, captions))
 
 
-async def _register(config: Config, files: Sequence[Path], title: str | None,
-                    captions: Sequence[tuple[str, Path]]) -> str:
-    engine = await open_database(config.library.url, config.base_dir,
-                                 config.library.auto_migrate)
-    library = Library(engine)
+@contextlib.asynccontextmanager
+async def _library(config: Config) -> AsyncIterator[Library]:
+    library = Library(await open_database(config.library.url, config.base_dir,
+                                          config.library.auto_migrate))
     try:
-        return await register_ladder(library, LocalStorage(config.path(config.storage.root)),
-                                     files, title, captions)
+        yield library
     finally:
         await library.close()
+
+
+async def _register(config: Config, files: Sequence[Path], title: str | None,
+                    captions: Sequence[tuple[str, Path]]) -> str:
+    async with _library(config) as library:
+        return await register_ladder(library, LocalStorage(config.path(config.storage.root)),
+                                     files, title, captions)
 
 
 def ensure_demo(config: Config) -> None:
@@ -56,13 +62,8 @@ def ensure_demo(config: Config) -> None:
 
 
 async def _find_title(config: Config, title: str) -> str | None:
-    engine = await open_database(config.library.url, config.base_dir,
-                                 config.library.auto_migrate)
-    library = Library(engine)
-    try:
+    async with _library(config) as library:
         return await library.find_by_title(title)
-    finally:
-        await library.close()
 
 
 async def _serve_forever(config: Config) -> None:
@@ -78,12 +79,17 @@ async def _serve_forever(config: Config) -> None:
     await site.start()
     log.info("origin %d listening on http://%s:%d", os.getpid(), config.server.host,
              config.server.port)
+    await _until_stopped()
+    await runner.cleanup()
+
+
+async def _until_stopped() -> None:
+    """Return at SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await runner.cleanup()
 
 
 def serve_one(config: Config) -> None:
@@ -211,11 +217,7 @@ async def _work(config: Config) -> None:
 
     runtime = await start_library(config, consume=True)
     log.info("worker %d: processing jobs (%d at a time)", os.getpid(), config.jobs.concurrency)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _until_stopped()
     await runtime.stop()
 
 

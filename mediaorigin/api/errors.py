@@ -1,11 +1,9 @@
-"""ApiError: a refusal with an HTTP status and a stable code, rendered as the JSON error body."""
+"""ApiError: a management API request refused (authentication, validation, limits)."""
 
 from __future__ import annotations
 
+from ..errors import ClientError
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+
+class ApiError(ClientError):
+    pass

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..library.records import Media
+from ..library.records import Job, Media
 from ..library.repository import CursorError, MediaQuery
 from ..library.webhooks import SignatureError, verify
 from .context import (
@@ -251,30 +251,27 @@ async def media_events(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def get_job(request: web.Request) -> web.Response:
-    _require(request, "read")
+async def visible_job(request: web.Request, action: str) -> Job:
+    """The job named in the URL, if this key may `action` its media (else 404/403)."""
+    _require(request, action)
     job = await request.config_dict[LIBRARY].get_job(request.match_info["job_id"])
     if job is None:
         raise ApiError(404, "job_not_found", "no such job")
     await visible_media(request, job.media_id)
-    return web.json_response(job.to_json())
+    return job
+
+
+async def get_job(request: web.Request) -> web.Response:
+    return web.json_response((await visible_job(request, "read")).to_json())
 
 
 async def cancel_job(request: web.Request) -> web.Response:
-    _require(request, "process")
-    job = await request.config_dict[LIBRARY].get_job(request.match_info["job_id"])
-    if job is None:
-        raise ApiError(404, "job_not_found", "no such job")
-    await visible_media(request, job.media_id)
+    job = await visible_job(request, "process")
     return web.json_response((await request.config_dict[SERVICE].cancel(job.id)).to_json())
 
 
 async def retry_job(request: web.Request) -> web.Response:
-    _require(request, "process")
-    job = await request.config_dict[LIBRARY].get_job(request.match_info["job_id"])
-    if job is None:
-        raise ApiError(404, "job_not_found", "no such job")
-    await visible_media(request, job.media_id)
+    job = await visible_job(request, "process")
     return web.json_response((await request.config_dict[SERVICE].retry(job.id)).to_json(),
                              status=202)
 

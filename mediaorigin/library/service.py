@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import ClientError
 from ..packaging.model import MediaError
 from ..packaging.webvtt import parse_webvtt
 from ..storage.local import LocalStorage
@@ -23,12 +24,8 @@ log = logging.getLogger("mediaorigin.library")
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,5}$")
 
 
-class ServiceError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+class ServiceError(ClientError):
+    """A library operation refused: unknown media or job, a conflicting state."""
 
 
 class Queue(Protocol):

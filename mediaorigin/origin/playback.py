@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TypeVar
 
+from ..errors import ClientError
 from ..library.records import PlayableItem
 from ..packaging import urls
 from ..packaging.dash.mpd import mpd, subtitle_shift
@@ -52,14 +53,8 @@ MIME = {
 }
 
 
-class PlaybackError(Exception):
-    """An error a client caused or should hear about: HTTP status, code and message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+class PlaybackError(ClientError):
+    """A playback request refused: unknown media, bad URL, unplayable file."""
 
 
 @dataclass
