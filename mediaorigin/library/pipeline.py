@@ -105,6 +105,9 @@ class _Run:
     token: str  # this run's claim on the job (jobs.worker)
     cancelled: threading.Event = field(default_factory=threading.Event)
     assets: list[Asset] = field(default_factory=list)
+    # The record's description of this upload (metadata, type, duration). A new version
+    # describes the record only once it is published: until then the old one still plays.
+    described: dict[str, Any] = field(default_factory=dict)
     last_webhook_pct: float = -100.0
 
     async def report(self, stage: str, pct: float, details: dict[str, Any] | None = None
@@ -271,10 +274,9 @@ class Pipeline:
                 "channels": probe.audio_channels, "sampleRate": probe.audio_sample_rate,
                 "pages": probe.pages,
                 "dimensions": {"width": probe.width, "height": probe.height}}
-        values: dict[str, Any] = {"meta": meta, "type": kind}
-        if run.media.generation is None:
-            values["duration"] = probe.duration
-        await self.library.update_media(run.media.id, values)
+        run.described = {"meta": meta, "type": kind, "duration": probe.duration}
+        if run.media.generation is None:  # nothing plays yet: describe the upload at once
+            await self.library.update_media(run.media.id, run.described)
         await self.library.set_generation(run.media.id, run.generation.generation, probe={
             "format": probe.format, "duration": probe.duration, "kind": probe.kind,
             "width": probe.width, "height": probe.height})
@@ -388,15 +390,10 @@ class Pipeline:
                 run.source, run.out_dir / "page-1.jpg"))
             run.assets.append(run.asset("thumbnail", "page-1.jpg", info.thumbnail, "jpg",
                                         width=info.width, height=info.height, time=0.0))
-            meta = {**(await self._current_meta(run)), "pages": info.pages}
-            await self.library.update_media(run.media.id, {"meta": meta})
-
-    async def _current_meta(self, run: _Run) -> dict[str, Any]:
-        media = await self.library.get_media(run.media.id)
-        return dict(media.meta) if media else {}
+            run.described["meta"] = {**run.described["meta"], "pages": info.pages}
 
     async def _publish(self, run: _Run, probe: Probe, final: bool) -> None:
-        values: dict[str, Any] = {"duration": probe.duration}
+        values: dict[str, Any] = {"duration": probe.duration, **run.described}
         if not final:
             await self.library.add_history(run.media.id, "published.early", {}, run.job.id)
         await self.library.publish(run.media.id, run.generation.generation, run.assets, values)
