@@ -226,8 +226,9 @@ class Pipeline:
         if media is not None and media.status == "processing":
             await lib.update_media(media.id, {
                 "status": "ready" if media.generation is not None else "failed"})
-        await lib.finish_job(run.job.id, status, error, run.token)
+        # History first: whoever sees the job finished sees its history entry too.
         await lib.add_history(run.media.id, f"job.{status}", error, run.job.id)
+        await lib.finish_job(run.job.id, status, error, run.token)
         self.notifier.changed(run.media.id)
         if status == "failed":
             self.notifier.emit("media.failed", {"mediaId": run.media.id, "jobId": run.job.id,
@@ -248,9 +249,9 @@ class Pipeline:
         else:
             await self._document(run, kind)
         await self._publish(run, probe, final=True)
-        await self.library.finish_job(run.job.id, "completed", None, run.token)
         await self.library.add_history(run.media.id, "job.completed",
                                        {"assets": len(run.assets)}, run.job.id)
+        await self.library.finish_job(run.job.id, "completed", None, run.token)
         self.notifier.changed(run.media.id)
         self.notifier.emit("media.ready", {"mediaId": run.media.id, "jobId": run.job.id,
                                            "generation": run.generation.generation})
