@@ -466,8 +466,8 @@ try:
         for k in range(ROUNDS):
             rnd: dict = {}
             # Peer: the same bytes read and written in 256 KiB chunks to the same filesystem,
-            # fsync at the end. "page cache" is the time before the fsync: the multipart path
-            # does not fsync (the tus path does, once the upload is complete).
+            # fsync at the end, as both upload paths do before they answer; "page cache" is
+            # the time before the fsync.
             drop_dirty()
             dst = TMP / "upload" / "peer-copy.bin"
             u0 = Usage()
@@ -859,10 +859,9 @@ if "upload" in RESULTS:
           f"(VmHWM {u['hwm_first_mb']:.0f} -> {u['hwm_last_mb']:.0f} MB")
     print("   over the whole part, including the failing jobs on the random bytes, which load "
           "PyAV and Pillow).")
-    print("   The multipart path does not fsync (the bytes may still be in the page cache when "
-          "it answers 201);")
-    print("   tus fsyncs once, when the upload is complete. The client runs on the same "
-          f"{ENV_INFO['cpus']} cores.")
+    print("   Both paths fsync before they answer (multipart before its 201, tus when the upload "
+          "is complete).")
+    print(f"   The client runs on the same {ENV_INFO['cpus']} cores.")
     print()
     rows.append(("multipart upload vs disk write+fsync", f"{u['multipart_mb_s']:.0f} MB/s",
                  f"{u['disk_fsync_mb_s']:.0f} MB/s",
