@@ -85,7 +85,7 @@ def cors(allowed: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamR
             resp: web.StreamResponse = web.Response(status=204)
             if allow:
                 resp.headers["Access-Control-Allow-Methods"] = \
-                    "GET, HEAD, OPTIONS, POST, PATCH, DELETE"
+                    "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
                 resp.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
                 resp.headers["Access-Control-Max-Age"] = "86400"
         else:
@@ -120,10 +120,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     storage = LocalStorage(config.path(config.storage.root))
     cache_dir = config.path(config.storage.cache_dir)
     pk = config.packaging
-    forget: list[Playback] = []
     runtime = await start_library(
-        config, consume=config.jobs.backend == "inprocess" or config.jobs.run_in_server,
-        forget=lambda media_id, keys: forget[0].forget(media_id, keys))
+        config, consume=config.jobs.backend == "inprocess" or config.jobs.run_in_server)
     playback = Playback(
         runtime.library.playable, storage,
         IndexCache(storage, cache_dir, pk.index_memory_entries),
@@ -131,7 +129,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                      pk.segment_disk_mb * 1024 * 1024),
         pk.target_duration,
     )
-    forget.append(playback)
+    runtime.service.forget = playback.forget  # deleted media leave the caches at once
     app[RUNTIME] = runtime
     app[ASSET_LIBRARY] = runtime.library
     app[ASSET_STORAGE] = storage

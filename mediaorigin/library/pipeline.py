@@ -24,7 +24,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from ..jobs.queue import QueuedJob
 from ..processing import documents, images, passthrough, thumbnails, transcode
 from ..processing.errors import Cancelled, ProcessingError
-from ..processing.ladder import DEFAULT_RUNGS, Rung, plan_ladder
+from ..processing.ladder import Rung, plan_ladder
 from ..processing.probe import Probe, probe_file
 from ..processing.validate import Limits, validate
 from ..processing.watermark import Watermark
@@ -422,5 +422,3 @@ def _prune_runs(generation_dir: Path, in_use: set[str]) -> None:
         if path.is_dir() and path.name not in in_use:
             shutil.rmtree(path, ignore_errors=True)
 
-
-__all__ = ["Pipeline", "PipelineSettings", "DEFAULT_RUNGS", "Awaitable"]

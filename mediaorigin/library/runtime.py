@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import Config
@@ -88,9 +87,7 @@ def pipeline_settings(config: Config) -> PipelineSettings:
         stale_after=config.jobs.claim_idle_seconds)
 
 
-async def start_library(config: Config, *, consume: bool,
-                        forget: Callable[[str, list[str]], None] | None = None
-                        ) -> LibraryRuntime:
+async def start_library(config: Config, *, consume: bool) -> LibraryRuntime:
     """Open everything; with `consume`, this process also runs processing jobs."""
     engine = await open_database(config.library.url, config.base_dir,
                                  config.library.auto_migrate)
@@ -118,7 +115,7 @@ async def start_library(config: Config, *, consume: bool,
                  "on_dead": dead}
     queue = make_queue(jobs.backend, config.redis.url, jobs.concurrency, **extra)
     pipeline = Pipeline(library, storage, notifier, pipeline_settings(config))
-    service = MediaService(library, storage, queue, notifier, forget)
+    service = MediaService(library, storage, queue, notifier)
     runtime = LibraryRuntime(config, library, storage, notifier, queue, pipeline, service,
                              webhooks, consume)
     if consume:
