@@ -130,6 +130,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         pk.target_duration,
     )
     runtime.service.forget = playback.forget  # deleted media leave the caches at once
+    runtime.notifier.on_published.append(playback.revalidate)
     app[RUNTIME] = runtime
     app[ASSET_LIBRARY] = runtime.library
     app[ASSET_STORAGE] = storage

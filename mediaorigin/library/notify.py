@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from .webhooks import WebhookEvent, WebhookSender
@@ -17,6 +18,13 @@ class Notifier:
     def __init__(self, webhooks: WebhookSender | None = None) -> None:
         self.webhooks = webhooks
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        # Called with a media id when what players get changed (the origin revalidates).
+        self.on_published: list[Callable[[str], None]] = []
+
+    def published(self, media_id: str) -> None:
+        for listener in self.on_published:
+            listener(media_id)
+        self.changed(media_id)
 
     def changed(self, media_id: str) -> None:
         for event in self._waiters.get(media_id, ()):

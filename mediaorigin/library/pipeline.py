@@ -398,7 +398,7 @@ class Pipeline:
         if not final:
             await self.library.add_history(run.media.id, "published.early", {}, run.job.id)
         await self.library.publish(run.media.id, run.generation.generation, run.assets, values)
-        self.notifier.changed(run.media.id)
+        self.notifier.published(run.media.id)
 
 
 def _watermark(spec: dict[str, Any] | None, out_dir: Path) -> Watermark | None:

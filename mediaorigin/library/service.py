@@ -206,6 +206,7 @@ class MediaService:
             "caption", language, "vtt", key, path.stat().st_size, media.generation,
             position=position))
         await self.library.add_history(media_id, "captions.added", {"language": language})
+        self.notifier.published(media_id)
         return await self._media(media_id)
 
     async def external_update(self, update: dict[str, Any]) -> Job:

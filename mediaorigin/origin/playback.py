@@ -117,6 +117,11 @@ class Playback:
         self._prepared.put(key, fresh)
         return fresh
 
+    def revalidate(self, media_id: str) -> None:
+        """The library published something new for this item: look again at the next
+        request instead of up to REVALIDATE_SECONDS later (other processes still wait)."""
+        self._prepared.discard(lambda k: k[0] != media_id)
+
     def forget(self, media_id: str, storage_keys: list[str]) -> None:
         """Drop everything cached for a media item (it was deleted or replaced)."""
         self._prepared.discard(lambda k: k[0] != media_id)
