@@ -44,7 +44,27 @@ class PackagingConfig:
 
 @dataclass
 class AuthConfig:
-    playback: str = "open"  # "open"; "token" arrives with the security work
+    # "open": playback needs no credential (access rules still apply); "token": every
+    # manifest, segment, key and license request needs a playback token or a signed URL.
+    playback: str = "open"
+    # Playback tokens (JWT): HS256 secrets "kid:base64secret,..." and/or ES256/EdDSA private
+    # keys "kid:/path/key.pem,..."; tokens are signed with token_current_kid (default: the
+    # last key listed). Empty: one HS256 secret is generated once into token_secret_file.
+    token_secrets: str = ""
+    token_keys: str = ""
+    token_current_kid: str = ""
+    token_secret_file: str = "var/token-secret"
+    token_ttl: float = 4 * 3600.0  # default lifetime of issued playback tokens, seconds
+    token_issuer: str = "mediaorigin"
+    signed_url_secrets: str = ""  # CDN signed URLs: "kid:base64secret,..."
+    trusted_proxies: str = ""  # CIDRs whose X-Forwarded-For is honoured (no others)
+    geoip_database: str = ""  # a MaxMind .mmdb (GeoLite2-Country or compatible)
+    rules: str = ""  # global access rules, JSON (see README: Access rules)
+    rate_limit: float = 0.0  # playback requests per second per client (burst 10x); 0 = off
+    # Content keys are sealed under this key (32 bytes, base64); empty: generated once into
+    # master_key_file.
+    master_key: str = ""
+    master_key_file: str = "var/master-key"
     # Bootstrap admin API key. Empty: one is generated at first start into admin_key_file.
     admin_key: str = ""
     admin_key_file: str = "var/admin-key"
@@ -159,8 +179,8 @@ class Config:
             raise ConfigError("server.workers must be at least 1")
         if not 0.5 <= self.packaging.target_duration <= 60:
             raise ConfigError("packaging.target_duration must be between 0.5 and 60 seconds")
-        if self.auth.playback not in ("open",):
-            raise ConfigError("auth.playback must be 'open' (token playback is not built yet)")
+        if self.auth.playback not in ("open", "token"):
+            raise ConfigError("auth.playback must be 'open' or 'token'")
         if self.jobs.backend not in ("inprocess", "redis"):
             raise ConfigError("jobs.backend must be 'inprocess' or 'redis'")
         if self.jobs.concurrency < 1:

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,12 @@ class ApiKeys:
 
 def bootstrap_admin_key(configured: str, key_file: Path) -> str:
     """The configured admin key, or one generated once and kept in `key_file` (mode 0600)."""
+    return bootstrap_secret(configured, key_file, lambda: secrets.token_urlsafe(24))
+
+
+def bootstrap_secret(configured: str, key_file: Path, make: Callable[[], str]) -> str:
+    """A configured secret, or one made once and kept in `key_file` (mode 0600); several
+    processes starting together all end up with the first one written."""
     if configured:
         return configured
     try:
@@ -93,15 +100,15 @@ def bootstrap_admin_key(configured: str, key_file: Path) -> str:
     except FileNotFoundError:
         pass
     key_file.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(24)
+    value = make()
     tmp = key_file.with_name(f".{key_file.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
+        f.write(value + "\n")
     try:
         os.link(tmp, key_file)  # fails if another process got there first: use theirs
     except FileExistsError:
-        key = key_file.read_text().strip()
+        value = key_file.read_text().strip()
     finally:
         tmp.unlink(missing_ok=True)
-    return key
+    return value

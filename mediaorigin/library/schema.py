@@ -44,6 +44,7 @@ media = Table(
     Column("drm", JSON, nullable=False),  # streaming.drm
     Column("analytics", JSON, nullable=False),
     Column("permissions", JSON, nullable=False),  # organization.permissions
+    Column("access", JSON),  # playback access rules of this item (auth.rules JSON form)
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_media_created", "created_at", "id"),
@@ -129,4 +130,28 @@ history = Table(
     Column("details", JSON, nullable=False),
     Column("at", Float, nullable=False),
     Index("ix_history_media", "media_id", "id"),
+)
+
+# Content keys for encrypted playback: the key itself sealed with AES-GCM under the master key
+# ([auth] master_key), so a copy of the database alone opens nothing.
+content_keys = Table(
+    "content_keys", metadata,
+    Column("media_id", String(64), ForeignKey("media.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("kid", String(32), nullable=False, unique=True),  # hex, 16 bytes
+    Column("sealed", Text, nullable=False),  # base64(nonce || ciphertext+tag)
+    Column("created_at", Float, nullable=False),
+)
+
+# Append-only log of management actions: who (key id), what, on which media, when.
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("media_id", String(64)),
+    Column("details", JSON, nullable=False),
+    Index("ix_audit_media", "media_id", "id"),
 )
