@@ -15,6 +15,7 @@ from .api import context as api_context
 from .api.app import create_api
 from .api.tus import EXPOSED_HEADERS as TUS_EXPOSED_HEADERS
 from .api.tus import REQUEST_HEADERS as TUS_REQUEST_HEADERS
+from .auth.playback_guard import PlaybackGuard
 from .config import Config
 from .errors import ClientError
 from .library.repository import MediaQuery
@@ -23,7 +24,7 @@ from .origin.assets import ASSET_LIBRARY, ASSET_STORAGE, add_asset_routes
 from .origin.cache import IndexCache, SegmentCache
 from .origin.http import json_error
 from .origin.playback import Playback
-from .origin.routes import PLAYBACK, add_routes
+from .origin.routes import GUARD, PLAYBACK, add_routes
 from .storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     runtime.service.forget = playback.forget  # deleted media leave the caches at once
     runtime.notifier.on_published.append(playback.revalidate)
+    guard = PlaybackGuard.from_config(config)
+    app[GUARD] = guard
     app[RUNTIME] = runtime
     app[ASSET_LIBRARY] = runtime.library
     app[ASSET_STORAGE] = storage
@@ -141,6 +144,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     yield
     await runtime.stop()
     playback.close()
+    guard.close()
 
 
 async def _shutting_down(app: web.Application) -> None:

@@ -260,7 +260,7 @@ class Library:
             return None
         a = schema.assets
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(m.c.title, m.c.generation)
+            row = (await conn.execute(select(m.c.title, m.c.generation, m.c.access)
                                       .where(m.c.id == media_id))).first()
             if row is None or row.generation is None:
                 return None
@@ -273,7 +273,12 @@ class Library:
             return None
         return PlayableItem(media_id, row.title, files,
                             tuple(Caption(x.name, x.storage_key) for x in assets
-                                  if x.kind == "caption"))
+                                  if x.kind == "caption"), row.access)
+
+    async def access(self, media_id: str) -> dict[str, Any] | None:
+        """A media item's own playback access rules (None: only the global ones)."""
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(m.c.access).where(m.c.id == media_id))).scalar()
 
     # -- generations and assets ------------------------------------------------------------
 

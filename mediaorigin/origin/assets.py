@@ -18,6 +18,7 @@ from ..storage.local import LocalStorage, StorageError
 from .cache import CachedBody
 from .http import respond
 from .playback import Body, PlaybackError
+from .routes import GUARD
 
 ASSET_LIBRARY = web.AppKey("asset_library", Library)
 ASSET_STORAGE = web.AppKey("asset_storage", LocalStorage)
@@ -29,9 +30,12 @@ async def asset(request: web.Request) -> web.StreamResponse:
     media_id, path = request.match_info["media_id"], request.match_info["path"]
     name = path.rsplit("/", 1)[-1]
     key = f"media/{media_id}/{path}"
-    found = await request.config_dict[ASSET_LIBRARY].asset(media_id, key)
+    guard, library = request.app[GUARD], request.config_dict[ASSET_LIBRARY]
+    guard.precheck(request)
+    found = await library.asset(media_id, key)
     if found is None:
         raise PlaybackError(404, "asset_not_found", "no such asset")
+    guard.authorize(request, media_id, await library.access(media_id))
     storage = request.config_dict[ASSET_STORAGE]
     try:
         path = storage.resolve(key)

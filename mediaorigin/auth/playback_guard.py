@@ -1,0 +1,148 @@
+"""One authorization for every playback request (manifests, segments, assets, keys, licenses).
+
+Credentials: a playback token (`?token=` JWT) or a CDN signed URL (`?sig=` over a path
+prefix); with `[auth] playback = "open"` none is needed, but one that is sent is still checked.
+Then the access rules (global config, the media item's own), the token's own country list,
+and a per-client rate limit. The client address is the TCP peer, or X-Forwarded-For only when
+the peer is a configured trusted proxy.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ..config import Config
+from ..errors import ClientError
+from .apikeys import bootstrap_secret
+from .client_ip import IPAddress, client_ip, parse_networks
+from .geo import GeoIP
+from .ratelimit import RateLimiter
+from .rules import AccessRules, RequestInfo, evaluate, rules_from_dict
+from .signed_urls import verify_signed
+from .tokens import Keyring, PlaybackClaims, SigningKey, parse_hs256_secret
+
+RATE_BURST = 10  # a player fetches a playlist and a few segments at once
+
+
+class AccessDenied(ClientError):
+    def __init__(self, code: str, message: str, status: int = 403) -> None:
+        super().__init__(status, code, message)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Who is playing: from the token (user, session) or anonymous."""
+
+    via: str  # "token", "signed_url" or "open"
+    user: str | None = None
+    session: str | None = None
+    claims: PlaybackClaims | None = None
+
+
+class PlaybackGuard:
+    def __init__(self, mode: str, keyring: Keyring, url_secrets: dict[str, bytes],
+                 trusted_proxies: list[Any], geo: GeoIP | None, rules: AccessRules,
+                 limiter: RateLimiter | None) -> None:
+        self.mode = mode
+        self.keyring = keyring
+        self.url_secrets = url_secrets
+        self.trusted_proxies = trusted_proxies
+        self.geo = geo
+        self.rules = rules
+        self.limiter = limiter
+
+    @classmethod
+    def from_config(cls, config: Config) -> PlaybackGuard:
+        a = config.auth
+        secrets_ = [s for s in a.token_secrets.split(",") if s.strip()]
+        pems = []
+        for spec in filter(None, (s.strip() for s in a.token_keys.split(","))):
+            kid, _, path = spec.partition(":")
+            pems.append((kid, config.path(path).read_bytes()))
+        if not secrets_ and not pems:
+            secret = bootstrap_secret("", config.path(a.token_secret_file),
+                                      lambda: "k1:" + base64.b64encode(
+                                          secrets.token_bytes(32)).decode())
+            secrets_ = [secret]
+        keys: list[SigningKey] = [parse_hs256_secret(s) for s in secrets_]
+        keys += [SigningKey.from_pem(kid, pem) for kid, pem in pems]
+        keyring = Keyring(keys, a.token_current_kid or None, issuer=a.token_issuer)
+        url_secrets = dict(_kid_secret(spec) for spec in a.signed_url_secrets.split(",")
+                           if spec.strip())
+        geo = GeoIP(config.path(a.geoip_database)) if a.geoip_database else None
+        rules = rules_from_dict(json.loads(a.rules)) if a.rules.strip() else AccessRules()
+        limiter = RateLimiter(a.rate_limit, max(1, int(a.rate_limit * RATE_BURST))) \
+            if a.rate_limit > 0 else None
+        return cls(a.playback, keyring, url_secrets, parse_networks(a.trusted_proxies), geo,
+                   rules, limiter)
+
+    def close(self) -> None:
+        if self.geo is not None:
+            self.geo.close()
+
+    def client(self, request: web.Request) -> IPAddress:
+        forwarded = ", ".join(request.headers.getall("X-Forwarded-For", [])) or None
+        return client_ip(request.remote or "0.0.0.0", forwarded, self.trusted_proxies)
+
+    def _credentials(self, request: web.Request, media_id: str, ip: str, now: float) -> Grant:
+        q = request.rel_url.query
+        try:
+            if "token" in q:
+                claims = self.keyring.verify(q["token"], media_id, ip, now)
+                return Grant("token", claims.user, claims.session, claims)
+            if "sig" in q:
+                verify_signed(request.raw_path.split("?", 1)[0], q, self.url_secrets, now, ip)
+                return Grant("signed_url")
+        except ClientError:
+            if self.mode == "token":
+                raise
+            return Grant("open")  # open playback: a bad credential just grants nothing more
+        if self.mode == "token":
+            raise AccessDenied("token_missing", "this media needs a playback token")
+        return Grant("open")
+
+    def precheck(self, request: web.Request) -> None:
+        """In token mode a request without any credential is refused at once."""
+        q = request.rel_url.query
+        if self.mode == "token" and "token" not in q and "sig" not in q:
+            raise AccessDenied("token_missing", "this media needs a playback token")
+
+    def authorize(self, request: web.Request, media_id: str,
+                  media_access: dict[str, Any] | None) -> Grant:
+        """Credentials and rules for one playback request; AccessDenied otherwise."""
+        now = time.time()
+        ip = self.client(request)
+        if self.limiter is not None and not self.limiter.allow(str(ip), now):
+            raise AccessDenied("rate_limited", "too many requests; slow down", 429)
+        grant = self._credentials(request, media_id, str(ip), now)
+        rules = self.rules
+        if media_access:
+            rules = AccessRules.merge(rules, rules_from_dict(media_access))
+        country = self.geo.country(ip) if self.geo is not None else None
+        denial = evaluate(rules, RequestInfo(ip, country, request.headers.get("Referer"),
+                                             request.headers.get("Origin"), now))
+        if denial is not None:
+            raise AccessDenied(denial.code, denial.message)
+        if grant.claims is not None and grant.claims.countries is not None and \
+                country not in grant.claims.countries:
+            raise AccessDenied("country_not_allowed", "not playable from this country")
+        return grant
+
+
+def _kid_secret(spec: str) -> tuple[str, bytes]:
+    """`kid:base64secret` (auth.signed_url_secrets)."""
+    kid, _, text = spec.strip().partition(":")
+    try:
+        secret = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise ValueError(f"signed URL secret {kid!r} is not base64") from None
+    if not kid or len(secret) < 32:
+        raise ValueError("signed URL secrets are kid:base64 of at least 32 bytes")
+    return kid, secret
