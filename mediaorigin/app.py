@@ -13,6 +13,7 @@ from aiohttp import web
 
 from .api import context as api_context
 from .api.app import create_api
+from .api.playback import jwks_document
 from .api.tus import EXPOSED_HEADERS as TUS_EXPOSED_HEADERS
 from .api.tus import REQUEST_HEADERS as TUS_REQUEST_HEADERS
 from .auth.playback_guard import PlaybackGuard
@@ -111,6 +112,7 @@ def create_app(config: Config) -> web.Application:
     add_asset_routes(app)
     app.add_subapp("/api/", create_api(config))
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/.well-known/jwks.json", jwks_document)
     app.router.add_get("/", index_page)
     app.router.add_get("/player/hls.min.js", player_script)
     return app

@@ -95,14 +95,19 @@ class OriginThread:
             method: str = "GET") -> Reply:
         return request(self.url(path), headers, method)
 
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> Reply:
+        return request(self.url(path), headers, method, body)
 
-def request(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> Reply:
+
+def request(url: str, headers: dict[str, str] | None = None, method: str = "GET",
+            body: bytes | None = None) -> Reply:
     """One HTTP request with http.client (the path is sent as given: no normalisation)."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        conn.request(method, target, headers=headers or {})
+        conn.request(method, target, body=body, headers=headers or {})
         resp = conn.getresponse()
         body = resp.read()
         return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body)

@@ -7,7 +7,7 @@ from aiohttp import web
 from ..auth.apikeys import ApiKeys, bootstrap_admin_key
 from ..config import Config
 from ..library.service import processing_defaults
-from . import context, media, resumable
+from . import context, media, playback, resumable
 from .auth import require_api_key
 from .tus import TusRoutes, TusStore
 
@@ -26,6 +26,8 @@ def create_api(config: Config) -> web.Application:
     api[media.MAX_UPLOAD] = max_upload
     api[media.PUBLIC_URL] = config.library.public_url.rstrip("/")
     media.add_routes(api)
+    playback.add_routes(api)
+    api[playback.GUARD_TTL] = auth.token_ttl
     store = TusStore(uploads / "tus", max_upload, config.library.upload_expiry_hours * 3600)
     TusRoutes("/uploads", store, resumable.on_complete,
               owner_of=lambda request: context.principal(request).key_id).add_routes(api)

@@ -103,7 +103,8 @@ async def patch_media(request: web.Request) -> web.Response:
     media = await visible_media(request)
     fields = media_fields(load_json_object(await request.read(), "body"), creating=False)
     values: dict[str, Any] = {k: fields[k] for k in ("title", "description", "type",
-                                                     "language", "permissions") if k in fields}
+                                                     "language", "permissions", "access")
+                              if k in fields}
     if "copyright" in fields:
         values["meta"] = {**media.meta, "copyright": fields["copyright"]}
     if "type" in fields:
@@ -119,6 +120,8 @@ async def patch_media(request: web.Request) -> web.Response:
             raise ApiError(409, "media_busy", f"media is {media.status}")
         values["status"] = fields["status"]
     await request.config_dict[LIBRARY].update_media(media.id, values, fields.get("tags"))
+    if "access" in fields:  # players are checked against the new rules at once
+        request.config_dict[NOTIFIER].published(media.id)
     return web.json_response(record(request, await visible_media(request)))
 
 

@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+from ..auth.rules import rules_from_dict
 from ..library.records import MEDIA_STATUSES, MEDIA_TYPES
 from ..processing.errors import ProcessingError
 from ..processing.ladder import DEFAULT_RUNGS, parse_bitrate
@@ -99,7 +100,7 @@ def _permissions(value: Any) -> list[dict[str, Any]]:
 def media_fields(obj: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     """Upload metadata or a PATCH body → normalised fields (only those given)."""
     allowed = {"title", "description", "type", "language", "tags", "copyright",
-               "permissions", "organization", "status"}
+               "permissions", "organization", "status", "access"}
     unknown = set(obj) - allowed
     if unknown:
         raise bad(sorted(unknown)[0], "is not a field that can be set")
@@ -130,6 +131,15 @@ def media_fields(obj: dict[str, Any], *, creating: bool) -> dict[str, Any]:
         if org is not None and (not isinstance(org, str) or not ORGANIZATION.match(org)):
             raise bad("organization", "must be an id of letters, digits, _ . -")
         out["organization"] = org
+    if "access" in obj:
+        if obj["access"] is not None:
+            if not isinstance(obj["access"], dict):
+                raise bad("access", "must be an object of access rules or null")
+            try:
+                rules_from_dict(obj["access"])
+            except ValueError as e:
+                raise bad("access", str(e)) from None
+        out["access"] = obj["access"]
     if "status" in obj:
         if creating or obj["status"] not in ("ready", "archived"):
             raise bad("status", "can only be set to archived or back to ready")

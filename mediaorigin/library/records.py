@@ -135,6 +135,7 @@ class Media:
     generations: tuple[Generation, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
     latest_job: Job | None = None
+    access: dict[str, Any] | None = None  # playback access rules of this item
 
     def assets_of(self, kind: str) -> list[Asset]:
         return sorted((a for a in self.assets if a.kind == kind), key=lambda a: a.position)
@@ -202,6 +203,7 @@ class Media:
             },
             "analytics": self.analytics,
             "organization": {"id": self.organization_id, "permissions": self.permissions},
+            "access": self.access,
             "createdAt": iso(self.created_at),
             "updatedAt": iso(self.updated_at),
         }

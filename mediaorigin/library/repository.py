@@ -181,7 +181,8 @@ class Library:
             r.id, r.title, r.description, r.type, r.status, r.language, r.organization_id,
             tuple(sorted(tags[r.id])), r.duration, r.generation, r.meta, r.settings, r.drm,
             r.analytics, r.permissions, r.created_at, r.updated_at, tuple(assets[r.id]),
-            tuple(gens[r.id]), tuple(reversed(hist[r.id])), latest.get(r.id)) for r in rows]
+            tuple(gens[r.id]), tuple(reversed(hist[r.id])), latest.get(r.id), r.access)
+            for r in rows]
 
     async def list_media(self, query: MediaQuery) -> tuple[list[Media], str | None]:
         """One page of media and the cursor of the next page (None at the end)."""
