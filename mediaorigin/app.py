@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from pathlib import Path
@@ -16,6 +18,8 @@ from .api.app import create_api
 from .api.playback import jwks_document
 from .api.tus import EXPOSED_HEADERS as TUS_EXPOSED_HEADERS
 from .api.tus import REQUEST_HEADERS as TUS_REQUEST_HEADERS
+from .auth.apikeys import bootstrap_secret
+from .auth.keystore import SealedKeyStore, parse_master_key
 from .auth.playback_guard import PlaybackGuard
 from .config import Config
 from .errors import ClientError
@@ -131,6 +135,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         SegmentCache(cache_dir, pk.segment_memory_mb * 1024 * 1024,
                      pk.segment_disk_mb * 1024 * 1024),
         pk.target_duration,
+        keys=SealedKeyStore(runtime.library.engine, parse_master_key(bootstrap_secret(
+            config.auth.master_key, config.path(config.auth.master_key_file),
+            lambda: base64.b64encode(os.urandom(32)).decode()))),
     )
     runtime.service.forget = playback.forget  # deleted media leave the caches at once
     runtime.notifier.on_published.append(playback.revalidate)

@@ -212,7 +212,7 @@ def test_token_stream_and_jwks_endpoints(secured) -> None:  # type: ignore[no-un
     rung = origin.get(f"/api/media/{media_id}/stream?quality=240p", auth()).json()
     assert "/v0/media.m3u8?token=" in rung["url"] and origin.get(rung["url"]).status == 200
     for query, status in (("protocol=smooth", 422), ("quality=1080p", 422), ("ttl=5", 422),
-                          ("drm=playready", 422)):
+                          ("drm=playready", 422), ("drm=cenc", 422)):
         assert origin.get(f"/api/media/{media_id}/stream?{query}", auth()).status == status
     assert origin.get(f"/api/media/{media_id}/token").status == 401
     keys = origin.get("/.well-known/jwks.json").json()

@@ -23,6 +23,8 @@ MAX_TTL = 7 * 24 * 3600
 GUARD_TTL = web.AppKey("token_ttl", float)
 PROTOCOLS = {"hls": "master.m3u8", "hls-ts": "master-ts.m3u8", "dash": "manifest.mpd"}
 DRM_MODES = ("none", "aes-128", "sample-aes", "cenc", "cbcs", "clearkey")
+DRM_PROTOCOLS = {"aes-128": ("hls", "hls-ts"), "cenc": ("dash",), "cbcs": ("dash",),
+                 "clearkey": ("dash",)}
 
 
 def _ttl(request: web.Request) -> int:
@@ -76,8 +78,11 @@ async def stream_url(request: web.Request) -> web.Response:
     drm = q.get("drm", "none")
     if drm not in DRM_MODES:
         raise ApiError(422, "invalid_field", f"drm: one of {', '.join(DRM_MODES)}")
-    if drm != "none":
-        raise ApiError(501, "drm_not_available", f"{drm} encryption is not served yet")
+    if drm == "sample-aes":
+        raise ApiError(501, "drm_not_available", "SAMPLE-AES is not served yet")
+    if drm != "none" and protocol not in DRM_PROTOCOLS[drm]:
+        raise ApiError(422, "invalid_field",
+                       f"drm: {drm} goes with protocol {' or '.join(DRM_PROTOCOLS[drm])}")
     path = f"/vod/{media.id}/{PROTOCOLS[protocol]}"
     quality = q.get("quality", "auto")
     if quality != "auto":
@@ -94,12 +99,19 @@ async def stream_url(request: web.Request) -> web.Response:
     body: dict[str, Any] = {"mediaId": media.id, "protocol": protocol, "quality": quality,
                             "drm": drm}
     query: dict[str, str] = {}
+    if drm != "none":
+        query["drm"] = drm
     if q.get("token", "true") != "false":
         token, expires = _issue(request, media.id, _ttl(request))
         query["token"] = token
         body.update(token=token, expiresAt=expires)
-    body["url"] = request.config_dict[PUBLIC_URL] + path + (
-        "?" + urlencode(query) if query else "")
+    base = request.config_dict[PUBLIC_URL]
+    suffix = "?" + urlencode(query) if query else ""
+    body["url"] = base + path + suffix
+    if drm == "aes-128":
+        body["keyUrl"] = f"{base}/vod/{media.id}/key{suffix}"
+    elif drm in ("cenc", "cbcs", "clearkey"):
+        body["licenseUrl"] = f"{base}/vod/{media.id}/license/clearkey{suffix}"
     return web.json_response(body)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TypeVar
 
+from ..auth.keystore import ContentKey, KeySource
 from ..errors import ClientError
 from ..library.records import PlayableItem
 from ..packaging import urls
@@ -37,6 +38,7 @@ from ..packaging.segmenter import Presentation, Rendition, build_presentation
 from ..packaging.ts.writer import write_ts_iframe, write_ts_segment
 from ..packaging.webvtt import SubtitleTrack, parse_webvtt, vtt_document, vtt_segment
 from ..storage.local import LocalStorage, StorageError
+from . import protection
 from .cache import LRU, CachedBody, IndexCache, SegmentCache
 
 T = TypeVar("T")
@@ -85,7 +87,9 @@ Clip = tuple[float, float] | None
 class Playback:
     def __init__(self, lookup: Callable[[str], Awaitable[PlayableItem | None]],
                  storage: LocalStorage, indexes: IndexCache,
-                 segments: SegmentCache, target: float, threads: int = 4) -> None:
+                 segments: SegmentCache, target: float, threads: int = 4,
+                 keys: KeySource | None = None) -> None:
+        self.keys = keys  # content keys for encrypted playback (?drm=)
         self.lookup = lookup  # the library: which files and captions make up a media item
         self.storage = storage
         self.indexes = indexes
@@ -192,8 +196,25 @@ class Playback:
         }
         if name not in makers:
             raise PlaybackError(404, "not_found", "no such manifest")
+        make = makers[name]
+        drm = protection.drm_mode(query)
+        if drm is not None:
+            protection.check_protocol(drm, name)
+            content = await self.content_key(prep.item.id)
+            plain = make
+            if name.endswith(".m3u8"):
+                def make() -> str:
+                    return protection.protect_master(plain())
+            else:
+                def make() -> str:
+                    return protection.protect_mpd(plain(), drm, content)
         return await self._text_body(prep, f"{prep.item.id}/{prep.version}/{name}?{query}", name,
-                                     makers[name], immutable=False)
+                                     make, immutable=False)
+
+    async def content_key(self, media_id: str) -> ContentKey:
+        if self.keys is None:
+            raise PlaybackError(501, "drm_not_configured", "encrypted playback is not set up")
+        return await self.keys.key_for(media_id)
 
     async def _text_body(self, prep: Prepared, key: str, name: str, make: Callable[[], str],
                          immutable: bool) -> Body:
@@ -212,19 +233,41 @@ class Playback:
         child = urls.parse_child(name)
         if child is None:
             raise PlaybackError(404, "not_found", "unknown playback URL")
+        drm = protection.drm_mode(query)
+        content = await self.content_key(prep.item.id) if drm is not None else None
+        if drm is not None and (child.kind in ("iframes_playlist", "iframe")
+                                or (child.kind == "playlist" and drm not in
+                                    protection.HLS_MODES and not rid.startswith("s"))):
+            raise PlaybackError(400, "drm_not_for_protocol", f"not served with drm={drm}")
         if child.kind in ("playlist", "iframes_playlist", "vtt_segment", "vtt_full"):
+            def small() -> str:
+                text = self._small_child(prep, rid, child, query)
+                if drm == "aes-128" and child.kind == "playlist" and not rid.startswith("s"):
+                    text = protection.protect_media_playlist(text, query)
+                return text
+
             return await self._text_body(
-                prep, f"{prep.item.id}/{prep.version}/{rid}/{name}?{query}", name,
-                lambda: self._small_child(prep, rid, child, query),
+                prep, f"{prep.item.id}/{prep.version}/{rid}/{name}?{query}", name, small,
                 immutable=child.kind == "vtt_segment")
         rendition = prep.presentation.rendition(rid)
         if rendition is None:
             raise PlaybackError(404, "not_found", f"no rendition {rid!r}")
         key = f"{prep.item.id}/{prep.version}/{rid}/{name}"
+
+        def package() -> bytes:
+            data = self._package(prep, rendition, child)
+            if drm is None or content is None:
+                return data
+            if child.kind == "init":
+                return protection.protect_init(data, drm, content)
+            return protection.protect_segment(data, drm, content, rendition.track,
+                                              child.number or 0, f"{rid}|{prep.version}")
+
+        if drm is not None and content is not None:
+            key += f"|{drm}|{content.kid.hex()}"
         body = self.segments.get(key)
         if body is None:
-            data = await self._once(key, lambda: self._remember(
-                self.segments, key, self._package(prep, rendition, child)))
+            data = await self._once(key, lambda: self._remember(self.segments, key, package()))
             body = CachedBody(data, None, len(data))
         ext = name.rsplit(".", 1)[1]
         return Body(body, MIME[ext], self._etag(key), prep.last_modified, immutable=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -9,9 +11,10 @@ from aiohttp import web
 from ..auth.playback_guard import PlaybackGuard
 from ..packaging import urls
 from .http import respond
-from .playback import Playback, Prepared, parse_clip
+from .playback import Playback, PlaybackError, Prepared, parse_clip
 
 PLAYBACK = web.AppKey("playback", Playback)
+MAX_LICENSE_REQUEST = 16 * 1024
 GUARD = web.AppKey("playback_guard", PlaybackGuard)
 
 MEDIA_ID = r"{media_id:[A-Za-z0-9_-]{1,64}}"
@@ -51,6 +54,46 @@ async def child(request: web.Request) -> web.StreamResponse:
     return await respond(request, body)
 
 
+async def content_key(request: web.Request) -> web.Response:
+    """GET /vod/{id}/key: the HLS AES-128 key, to authorized players only, never cached."""
+    prep = await authorized(request)
+    content = await request.app[PLAYBACK].content_key(prep.item.id)
+    return web.Response(body=content.key, content_type="application/octet-stream",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def clearkey_license(request: web.Request) -> web.Response:
+    """POST /vod/{id}/license/clearkey: a W3C ClearKey license (JSON Web Key set) for the
+    key ids the player asks for, to authorized players only."""
+    prep = await authorized(request)
+    raw = await request.content.read(MAX_LICENSE_REQUEST + 1)
+    try:
+        asked = json.loads(raw) if len(raw) <= MAX_LICENSE_REQUEST else None
+        kids = {_b64url_decode(k) for k in asked["kids"]} if isinstance(asked, dict) else None
+    except (ValueError, TypeError, KeyError):
+        kids = None
+    if not kids:
+        raise PlaybackError(400, "invalid_license_request",
+                            'send {"kids": [base64url key ids], "type": "temporary"}')
+    content = await request.app[PLAYBACK].content_key(prep.item.id)
+    keys = [{"kty": "oct", "kid": _b64url(content.kid), "k": _b64url(content.key)}] \
+        if content.kid in kids else []
+    return web.json_response({"keys": keys, "type": "temporary"},
+                             headers={"Cache-Control": "no-store"})
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _b64url_decode(text: str) -> bytes:
+    if not isinstance(text, str) or len(text) > 64:
+        raise ValueError("not a key id")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get(f"/vod/{MEDIA_ID}/key", content_key)
+    app.router.add_post(f"/vod/{MEDIA_ID}/license/clearkey", clearkey_license)
     app.router.add_get(f"/vod/{MEDIA_ID}/{ENTRY}", entry_manifest)
     app.router.add_get(f"/vod/{MEDIA_ID}/{RENDITION}/{CHILD}", child)

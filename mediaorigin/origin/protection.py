@@ -1,0 +1,122 @@
+"""Encrypted playback, chosen per request with `?drm=` on the entry manifest (and carried onto
+every child URL with the rest of the query):
+
+- `aes-128`: HLS (fMP4 or TS), every media segment AES-128-CBC encrypted whole, IV = its
+  media sequence number; the key at `/vod/{id}/key`, served only to authorized requests.
+- `cenc`, `cbcs`: DASH with Common Encryption (AES-CTR / AES-CBC 1:9 pattern), pssh for W3C
+  ClearKey, Widevine and PlayReady in the init segments and ContentProtection in the MPD.
+- `clearkey`: `cenc` for W3C ClearKey players, which get their license from
+  `/vod/{id}/license/clearkey` (gated by the playback token like everything else; the
+  `/api/media/{id}/stream` answer names it). The MPD carries no license URL: players
+  resolve one against their page, not the MPD, and the origin does not know its public host.
+
+Init segments, subtitles and I-frame-only playlists are not encrypted; I-frame streams are
+left out of protected masters so nothing clear can be stitched back into a picture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from urllib.parse import parse_qs
+
+from ..auth.keystore import ContentKey
+from ..errors import ClientError
+from ..packaging.crypto import aes128
+from ..packaging.crypto.cenc import encrypt_init, encrypt_segment, sample_ivs
+from ..packaging.crypto.pssh import cenc_namespace_attr, content_protection_xml, system_pssh
+from ..packaging.model import Track
+
+MODES = ("aes-128", "cenc", "cbcs", "clearkey")
+HLS_MODES = ("aes-128",)
+DASH_MODES = ("cenc", "cbcs", "clearkey")
+SYSTEMS = ("clearkey", "common", "widevine", "playready")
+
+
+class PlaybackError(ClientError):
+    """A protected-playback request refused (bad drm value, codec, protocol)."""
+
+
+_ADAPTATION_SET = re.compile(r'(<AdaptationSet [^>]*contentType="(?:video|audio)"[^>]*>)')
+
+
+def drm_mode(query: str) -> str | None:
+    values = parse_qs(query).get("drm")
+    if not values or values[-1] == "none":
+        return None
+    if values[-1] not in MODES:
+        raise PlaybackError(400, "invalid_drm", f"drm must be one of {', '.join(MODES)}")
+    return values[-1]
+
+
+def check_protocol(drm: str, manifest: str) -> None:
+    hls = manifest.endswith(".m3u8")
+    if (hls and drm not in HLS_MODES) or (not hls and drm not in DASH_MODES):
+        raise PlaybackError(400, "drm_not_for_protocol",
+                            f"{drm} is served with {'DASH' if hls else 'HLS'}, not here")
+
+
+def scheme(drm: str) -> str:
+    return "cbcs" if drm == "cbcs" else "cenc"
+
+
+def constant_iv(content: ContentKey) -> bytes:
+    """cbcs uses one IV per key: derived from the key id, the same on every replica."""
+    return hashlib.sha256(b"mediaorigin cbcs iv\0" + content.kid).digest()[:16]
+
+
+# -- manifests -------------------------------------------------------------------------------
+
+def protect_master(text: str) -> str:
+    return "\n".join(line for line in text.split("\n")
+                     if not line.startswith("#EXT-X-I-FRAME-STREAM-INF"))
+
+
+def protect_media_playlist(text: str, query: str) -> str:
+    """The EXT-X-KEY line, before the first segment (after EXT-X-MAP: the init stays clear).
+    No IV attribute: each segment's IV is its media sequence number (RFC 8216 5.2)."""
+    uri = "../key" + (f"?{query}" if query else "")
+    tag = f'#EXT-X-KEY:METHOD=AES-128,URI="{uri}"'
+    lines = text.split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith("#EXTINF"))
+    return "\n".join([*lines[:at], tag, *lines[at:]])
+
+
+def protect_mpd(text: str, drm: str, content: ContentKey) -> str:
+    xml = content_protection_xml(scheme(drm), content.kid, SYSTEMS)
+    text = text.replace("<MPD ", f"<MPD {cenc_namespace_attr()} ", 1)
+    return _ADAPTATION_SET.sub(lambda m: m.group(1) + "\n" + xml, text)
+
+
+# -- segments --------------------------------------------------------------------------------
+
+def protect_init(data: bytes, drm: str, content: ContentKey) -> bytes:
+    if drm == "aes-128":
+        return data  # HLS AES-128 leaves the init segment clear
+    kids = [content.kid]
+    boxes = [system_pssh(s, kids, scheme(drm)) for s in ("common", "widevine", "playready")]
+    if drm == "cbcs":
+        return encrypt_init(data, "cbcs", content.kid, boxes, iv_size=0,
+                            constant_iv=constant_iv(content))
+    return encrypt_init(data, "cenc", content.kid, boxes, iv_size=8)
+
+
+def protect_segment(data: bytes, drm: str, content: ContentKey, track: Track, number: int,
+                    context: str) -> bytes:
+    if drm == "aes-128":
+        return aes128.encrypt_segment(data, content.key, aes128.segment_iv(number))
+    codec = {"avc1": "avc", "avc3": "avc", "hvc1": "hevc", "hev1": "hevc"}.get(
+        track.codec.fourcc, "aac" if track.kind == "audio" else None)
+    if codec is None:
+        raise PlaybackError(422, "drm_unsupported_codec",
+                            f"{track.codec.fourcc} cannot be encrypted here")
+    nal = 4
+    if codec == "avc" and len(track.codec.config) > 4:
+        nal = (track.codec.config[4] & 3) + 1
+    elif codec == "hevc" and len(track.codec.config) > 21:
+        nal = (track.codec.config[21] & 3) + 1
+    if drm == "cbcs":
+        return encrypt_segment(data, "cbcs", content.key, content.kid, constant_iv(content),
+                               nal, codec, iv_size=0)
+    ivs = sample_ivs(content.kid, number, context=context.encode())
+    return encrypt_segment(data, "cenc", content.key, content.kid, ivs, nal, codec)
