@@ -7,7 +7,7 @@ from aiohttp import web
 from ..auth.apikeys import ApiKeys, bootstrap_admin_key
 from ..config import Config
 from ..library.service import processing_defaults
-from . import context, media, playback, resumable
+from . import audit, context, media, playback, resumable
 from .auth import require_api_key
 from .tus import TusRoutes, TusStore
 
@@ -15,7 +15,7 @@ from .tus import TusRoutes, TusStore
 def create_api(config: Config) -> web.Application:
     auth = config.auth
     admin_key = bootstrap_admin_key(auth.admin_key, config.path(auth.admin_key_file))
-    api = web.Application(middlewares=[require_api_key])
+    api = web.Application(middlewares=[require_api_key, audit.audit_changes])
     api[context.API_KEYS] = ApiKeys(admin_key, auth.api_keys)
     api[context.PROCESSING_DEFAULTS] = processing_defaults(config)
     api[context.WEBHOOK_SECRETS] = [config.webhooks.secret.encode()] if config.webhooks.secret \
@@ -26,6 +26,7 @@ def create_api(config: Config) -> web.Application:
     api[media.MAX_UPLOAD] = max_upload
     api[media.PUBLIC_URL] = config.library.public_url.rstrip("/")
     media.add_routes(api)
+    api.router.add_get("/audit", audit.list_audit)
     playback.add_routes(api)
     api[playback.GUARD_TTL] = auth.token_ttl
     store = TusStore(uploads / "tus", max_upload, config.library.upload_expiry_hours * 3600)

@@ -12,6 +12,7 @@ from aiohttp import web
 from ..library.records import Job, Media
 from ..library.repository import CursorError, MediaQuery
 from ..library.webhooks import SignatureError, verify
+from ..origin.http import read_body
 from .context import (
     LIBRARY,
     NOTIFIER,
@@ -45,12 +46,22 @@ def _require(request: web.Request, action: str) -> None:
         raise ApiError(403, "forbidden", f"this API key may not {action} media")
 
 
-async def visible_media(request: web.Request, media_id: str | None = None) -> Media:
-    """The media item named in the URL, if this key's organization may see it (else 404)."""
+async def visible_media(request: web.Request, media_id: str | None = None,
+                        action: str = "read") -> Media:
+    """The media item named in the URL, if this key's organization may see it (else 404)
+    and its `organization.permissions` let this key's role do `action` (else 403).
+
+    Permissions name actions per role ([{role, actions}]); a role the list does not mention
+    keeps its defaults, admins are never restricted."""
     media_id = media_id or request.match_info["media_id"]
     media = await request.config_dict[LIBRARY].get_media(media_id)
-    if media is None or not principal(request).sees(media.organization_id):
+    who = principal(request)
+    if media is None or not who.sees(media.organization_id):
         raise ApiError(404, "media_not_found", f"no media {media_id!r}")
+    granted = [p["actions"] for p in media.permissions if p.get("role") == who.role]
+    if who.role != "admin" and granted and not any(action in a for a in granted):
+        raise ApiError(403, "forbidden", f"this media's permissions do not let "
+                       f"{who.role}s {action} it")
     return media
 
 
@@ -100,7 +111,7 @@ async def get_media(request: web.Request) -> web.Response:
 
 async def patch_media(request: web.Request) -> web.Response:
     _require(request, "write")
-    media = await visible_media(request)
+    media = await visible_media(request, action="write")
     fields = media_fields(load_json_object(await request.read(), "body"), creating=False)
     values: dict[str, Any] = {k: fields[k] for k in ("title", "description", "type",
                                                      "language", "permissions", "access")
@@ -127,7 +138,7 @@ async def patch_media(request: web.Request) -> web.Response:
 
 async def delete_media(request: web.Request) -> web.Response:
     _require(request, "delete")
-    media = await visible_media(request)
+    media = await visible_media(request, action="delete")
     await request.config_dict[SERVICE].delete(media.id)
     return web.Response(status=204)
 
@@ -162,7 +173,7 @@ async def upload_media(request: web.Request) -> web.Response:
 async def replace_media(request: web.Request) -> web.Response:
     """POST /api/media/{id}/upload: a new version; the current one plays until it is ready."""
     _require(request, "upload")
-    media = await visible_media(request)
+    media = await visible_media(request, action="upload")
     upload, fields, processing = await _receive(request)
     if fields:
         await request.config_dict[LIBRARY].update_media(
@@ -175,7 +186,7 @@ async def replace_media(request: web.Request) -> web.Response:
 
 async def process_media(request: web.Request) -> web.Response:
     _require(request, "process")
-    media = await visible_media(request)
+    media = await visible_media(request, action="process")
     config = processing_config(load_json_object(await request.read(), "body"),
                                request.config_dict[PROCESSING_DEFAULTS])
     job = await request.config_dict[SERVICE].process(media.id, config)
@@ -185,12 +196,12 @@ async def process_media(request: web.Request) -> web.Response:
 async def add_captions(request: web.Request) -> web.Response:
     """PUT /api/media/{id}/captions/{language}: a WebVTT document as the body."""
     _require(request, "write")
-    media = await visible_media(request)
+    media = await visible_media(request, action="write")
     language = request.match_info["language"]
     if not LANGUAGE.match(language):
         raise ApiError(422, "invalid_field", "language: must be a BCP 47 tag like en or pt-BR")
-    body = await request.content.read(MAX_CAPTIONS + 1)
-    if len(body) > MAX_CAPTIONS:
+    body = await read_body(request, MAX_CAPTIONS)
+    if body is None:
         raise ApiError(413, "too_large", f"captions are limited to {MAX_CAPTIONS} bytes")
     try:
         text = body.decode("utf-8-sig")
@@ -207,7 +218,7 @@ async def media_status(request: web.Request) -> web.Response:
 
 async def purge_version(request: web.Request) -> web.Response:
     _require(request, "delete")
-    media = await visible_media(request)
+    media = await visible_media(request, action="delete")
     await request.config_dict[SERVICE].purge(media.id, int(request.match_info["generation"]))
     return web.Response(status=204)
 
@@ -260,7 +271,7 @@ async def visible_job(request: web.Request, action: str) -> Job:
     job = await request.config_dict[LIBRARY].get_job(request.match_info["job_id"])
     if job is None:
         raise ApiError(404, "job_not_found", "no such job")
-    await visible_media(request, job.media_id)
+    await visible_media(request, job.media_id, action)
     return job
 
 
@@ -282,8 +293,8 @@ async def retry_job(request: web.Request) -> web.Response:
 async def processor_webhook(request: web.Request) -> web.Response:
     """POST /api/media/webhook: an external processor reports on a job (HMAC-signed)."""
     secrets = request.config_dict[WEBHOOK_SECRETS]
-    body = await request.content.read(256 * 1024 + 1)
-    if len(body) > 256 * 1024:
+    body = await read_body(request, 256 * 1024)
+    if body is None:
         raise ApiError(413, "too_large", "webhook bodies are limited to 256 KiB")
     if not secrets:
         raise ApiError(401, "unauthorized", "no webhook secret is configured")

@@ -31,6 +31,7 @@ from .records import (
     Job,
     Media,
     PlayableItem,
+    iso,
 )
 
 m = schema.media
@@ -492,6 +493,25 @@ class Library:
                 .values(status="queued", stage="queued", percentage=0.0, error=None,
                         completed_at=None, started_at=None, worker=None))
         return result.rowcount > 0
+
+    async def audit(self, actor: str, role: str, action: str, media_id: str | None,
+                    details: dict[str, Any]) -> None:
+        """Append to the audit log (never updated or deleted through the library)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(schema.audit_log).values(
+                at=time.time(), actor=actor, role=role, action=action, media_id=media_id,
+                details=details))
+
+    async def audit_entries(self, media_id: str | None = None, limit: int = 100
+                            ) -> list[dict[str, Any]]:
+        a = schema.audit_log
+        stmt = select(a).order_by(a.c.id.desc()).limit(limit)
+        if media_id is not None:
+            stmt = stmt.where(a.c.media_id == media_id)
+        async with self.engine.connect() as conn:
+            return [{"id": r.id, "at": iso(r.at), "actor": r.actor, "role": r.role,
+                     "action": r.action, "mediaId": r.media_id, "details": r.details}
+                    for r in await conn.execute(stmt)]
 
     async def add_history(self, media_id: str, action: str, details: dict[str, Any],
                           job_id: str | None = None) -> None:

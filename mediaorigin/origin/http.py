@@ -136,3 +136,16 @@ class SendfileResponse(web.StreamResponse):
             return writer
         finally:
             fobj.close()
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole request body, or None once it grows past `limit` (read no further).
+
+    `StreamReader.read(n)` returns what has arrived so far, not n bytes, so a size check on
+    one read would pass a large body cut short."""
+    data = bytearray()
+    async for chunk in request.content.iter_any():
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)

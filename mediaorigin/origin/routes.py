@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..auth.playback_guard import PlaybackGuard
 from ..packaging import urls
-from .http import respond
+from .http import read_body, respond
 from .playback import Playback, PlaybackError, Prepared, parse_clip
 
 PLAYBACK = web.AppKey("playback", Playback)
@@ -66,9 +66,9 @@ async def clearkey_license(request: web.Request) -> web.Response:
     """POST /vod/{id}/license/clearkey: a W3C ClearKey license (JSON Web Key set) for the
     key ids the player asks for, to authorized players only."""
     prep = await authorized(request)
-    raw = await request.content.read(MAX_LICENSE_REQUEST + 1)
+    raw = await read_body(request, MAX_LICENSE_REQUEST)
     try:
-        asked = json.loads(raw) if len(raw) <= MAX_LICENSE_REQUEST else None
+        asked = json.loads(raw) if raw is not None else None
         kids = {_b64url_decode(k) for k in asked["kids"]} if isinstance(asked, dict) else None
     except (ValueError, TypeError, KeyError):
         kids = None
