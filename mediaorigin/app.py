@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from .api import context as api_context
@@ -19,8 +20,10 @@ from .api.playback import jwks_document
 from .api.tus import EXPOSED_HEADERS as TUS_EXPOSED_HEADERS
 from .api.tus import REQUEST_HEADERS as TUS_REQUEST_HEADERS
 from .auth.apikeys import bootstrap_secret
+from .auth.concurrency import StreamSlots
 from .auth.keystore import SealedKeyStore, parse_master_key
 from .auth.playback_guard import PlaybackGuard
+from .auth.viewers import ViewerSlots
 from .config import Config
 from .errors import ClientError
 from .library.repository import MediaQuery
@@ -29,7 +32,7 @@ from .origin.assets import ASSET_LIBRARY, ASSET_STORAGE, add_asset_routes
 from .origin.cache import IndexCache, SegmentCache
 from .origin.http import json_error
 from .origin.playback import Playback
-from .origin.routes import GUARD, PLAYBACK, add_routes
+from .origin.routes import GUARD, PLAYBACK, VIEWERS, add_routes
 from .storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -143,6 +146,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     runtime.notifier.on_published.append(playback.revalidate)
     guard = PlaybackGuard.from_config(config)
     app[GUARD] = guard
+    redis = None
+    if config.auth.max_streams_per_user > 0:
+        redis = aioredis.from_url(config.redis.url, socket_timeout=1.0,
+                                  socket_connect_timeout=1.0)
+        app[VIEWERS] = ViewerSlots(StreamSlots(redis, config.auth.max_streams_per_user,
+                                               config.auth.stream_ttl))
+    else:
+        app[VIEWERS] = ViewerSlots(None)
     app[RUNTIME] = runtime
     app[ASSET_LIBRARY] = runtime.library
     app[ASSET_STORAGE] = storage
@@ -154,6 +165,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await runtime.stop()
     playback.close()
     guard.close()
+    if redis is not None:
+        await redis.aclose()
 
 
 async def _shutting_down(app: web.Application) -> None:

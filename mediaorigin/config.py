@@ -61,6 +61,8 @@ class AuthConfig:
     geoip_database: str = ""  # a MaxMind .mmdb (GeoLite2-Country or compatible)
     rules: str = ""  # global access rules, JSON (see README: Access rules)
     rate_limit: float = 0.0  # playback requests per second per client (burst 10x); 0 = off
+    max_streams_per_user: int = 0  # concurrent sessions per token user (Redis); 0 = off
+    stream_ttl: float = 60.0  # a session without requests this long frees its slot
     # Content keys are sealed under this key (32 bytes, base64); empty: generated once into
     # master_key_file.
     master_key: str = ""

@@ -229,3 +229,35 @@ def test_rate_limit(tmp_path: Path, av_faststart: Path) -> None:
         assert limited.json()["error"]["code"] == "rate_limited"
     finally:
         origin.stop()
+
+
+def test_concurrent_streams_per_user(tmp_path: Path, av_faststart: Path,
+                                     redis_server, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Two sessions per user at most; a third is refused until one leaves; Redis away costs
+    no playback."""
+    origin = OriginThread(library_config(tmp_path, auth={
+        "playback": "token", "token_secrets": f"k1:{SECRET}", "max_streams_per_user": 2},
+        redis={"url": redis_url})).start()
+    try:
+        media_id = origin.add([av_faststart], "limited streams")
+        sessions = [token(media_id, user="ada", session=f"s{n}") for n in range(3)]
+
+        def play(t: str) -> int:
+            return origin.get(f"/vod/{media_id}/master.m3u8?token={t}").status
+
+        assert [play(t) for t in sessions[:2]] == [200, 200]
+        refused = origin.get(f"/vod/{media_id}/v0/seg-1.m4s?token={sessions[2]}")
+        assert refused.status == 403 and refused.json()["error"]["code"] == "too_many_streams"
+        assert play(sessions[0]) == 200  # a session's own requests keep its slot
+        assert play(token(media_id, user="grace", session="g1")) == 200  # per user
+        left = origin.request("DELETE", f"/vod/{media_id}/session?token={sessions[0]}")
+        assert left.status == 204
+        assert play(sessions[2]) == 200
+        assert play(sessions[0]) == 403
+        redis_server.stop()
+        try:
+            assert play(sessions[0]) == 200  # no Redis: the limit waits, playback does not
+        finally:
+            redis_server.start()
+    finally:
+        origin.stop()

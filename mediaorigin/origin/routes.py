@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from ..auth.playback_guard import PlaybackGuard
+from ..auth.viewers import ViewerSlots
 from ..packaging import urls
 from .http import read_body, respond
 from .playback import Playback, PlaybackError, Prepared, parse_clip
@@ -16,6 +17,7 @@ from .playback import Playback, PlaybackError, Prepared, parse_clip
 PLAYBACK = web.AppKey("playback", Playback)
 MAX_LICENSE_REQUEST = 16 * 1024
 GUARD = web.AppKey("playback_guard", PlaybackGuard)
+VIEWERS = web.AppKey("viewer_slots", ViewerSlots)
 
 MEDIA_ID = r"{media_id:[A-Za-z0-9_-]{1,64}}"
 ENTRY = r"{name:master\.m3u8|master-ts\.m3u8|manifest\.mpd}"
@@ -35,8 +37,19 @@ async def authorized(request: web.Request) -> Prepared:
     q = request.rel_url.query
     prep = await request.app[PLAYBACK].prepare(media_id, parse_clip(q.get("start"),
                                                                     q.get("end")))
-    guard.authorize(request, media_id, prep.item.access)
+    grant = guard.authorize(request, media_id, prep.item.access)
+    await request.app[VIEWERS].admit(grant, q.get("token"))
     return prep
+
+
+async def leave(request: web.Request) -> web.Response:
+    """DELETE /vod/{id}/session: the viewer stopped; its stream slot is free at once."""
+    guard, media_id = request.app[GUARD], request.match_info["media_id"]
+    guard.precheck(request)
+    prep = await request.app[PLAYBACK].prepare(media_id, None)
+    grant = guard.authorize(request, media_id, prep.item.access)
+    await request.app[VIEWERS].leave(grant, request.rel_url.query.get("token"))
+    return web.Response(status=204)
 
 
 async def entry_manifest(request: web.Request) -> web.StreamResponse:
@@ -94,6 +107,7 @@ def _b64url_decode(text: str) -> bytes:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get(f"/vod/{MEDIA_ID}/key", content_key)
+    app.router.add_delete(f"/vod/{MEDIA_ID}/session", leave)
     app.router.add_post(f"/vod/{MEDIA_ID}/license/clearkey", clearkey_license)
     app.router.add_get(f"/vod/{MEDIA_ID}/{ENTRY}", entry_manifest)
     app.router.add_get(f"/vod/{MEDIA_ID}/{RENDITION}/{CHILD}", child)
