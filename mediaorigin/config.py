@@ -57,6 +57,10 @@ class AuthConfig:
     token_ttl: float = 4 * 3600.0  # default lifetime of issued playback tokens, seconds
     token_issuer: str = "mediaorigin"
     signed_url_secrets: str = ""  # CDN signed URLs: "kid:base64secret,..."
+    # Amazon CloudFront in front: /stream?cdn=cloudfront signs URLs and cookies for it.
+    cloudfront_domain: str = ""  # e.g. d111111abcdef8.cloudfront.net
+    cloudfront_key_pair_id: str = ""
+    cloudfront_private_key: str = ""  # path of the RSA private key (PEM)
     trusted_proxies: str = ""  # CIDRs whose X-Forwarded-For is honoured (no others)
     geoip_database: str = ""  # a MaxMind .mmdb (GeoLite2-Country or compatible)
     rules: str = ""  # global access rules, JSON (see README: Access rules)

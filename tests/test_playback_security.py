@@ -261,3 +261,41 @@ def test_concurrent_streams_per_user(tmp_path: Path, av_faststart: Path,
             redis_server.start()
     finally:
         origin.stop()
+
+
+def test_stream_urls_for_cdns(tmp_path: Path, av_faststart: Path) -> None:
+    """/stream?cdn=signed gives our prefix-signed URL (it plays, children included);
+    cdn=cloudfront a CloudFront URL and cookies that verify against the key pair."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from mediaorigin.auth import cloudfront
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "cf.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    origin = OriginThread(library_config(tmp_path, auth={
+        "playback": "token", "token_secrets": f"k1:{SECRET}",
+        "signed_url_secrets": f"u1:{URL_SECRET}", "cloudfront_domain": "d1.cloudfront.net",
+        "cloudfront_key_pair_id": "K2JCJMDEHXQW5F", "cloudfront_private_key": str(pem)})).start()
+    try:
+        media_id = origin.add([av_faststart], "cdn")
+        signed = origin.get(f"/api/media/{media_id}/stream?cdn=signed&token=false",
+                            auth()).json()
+        assert "sig=" in signed["url"] and "token=" not in signed["url"]
+        assert origin.get(signed["url"]).status == 200
+        child = signed["url"].replace("master.m3u8", "v0/seg-1.m4s")
+        assert origin.get(child).status == 200
+        cf = origin.get(f"/api/media/{media_id}/stream?cdn=cloudfront", auth()).json()
+        assert cf["url"].startswith(f"https://d1.cloudfront.net/vod/{media_id}/master.m3u8?")
+        keys = {"K2JCJMDEHXQW5F": key.public_key()}
+        grant = cloudfront.verify_url(cf["url"], keys, time.time())
+        assert grant.resource == f"https://d1.cloudfront.net/vod/{media_id}/*"
+        child_url = cf["url"].replace("master.m3u8", "v0/seg-3.m4s")
+        cloudfront.verify_url(child_url, keys, time.time())  # the carried query opens it
+        cloudfront.verify_cookies(child_url, cf["cookies"], keys, time.time())
+        assert origin.get(f"/api/media/{media_id}/stream?cdn=akamai", auth()).status == 422
+    finally:
+        origin.stop()

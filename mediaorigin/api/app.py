@@ -29,6 +29,7 @@ def create_api(config: Config) -> web.Application:
     api.router.add_get("/audit", audit.list_audit)
     playback.add_routes(api)
     api[playback.GUARD_TTL] = auth.token_ttl
+    api[playback.CLOUDFRONT] = playback.cloudfront_signer(config)
     store = TusStore(uploads / "tus", max_upload, config.library.upload_expiry_hours * 3600)
     TusRoutes("/uploads", store, resumable.on_complete,
               owner_of=lambda request: context.principal(request).key_id).add_routes(api)

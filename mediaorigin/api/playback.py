@@ -10,17 +10,31 @@ from __future__ import annotations
 import ipaddress
 import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from ..auth import cloudfront
 from ..auth.jwks import jwks
+from ..auth.signed_urls import sign_url
+from ..config import Config
 from ..origin.routes import GUARD, PLAYBACK
 from .errors import ApiError
 from .media import PUBLIC_URL, _require, visible_media
 
 MAX_TTL = 7 * 24 * 3600
 GUARD_TTL = web.AppKey("token_ttl", float)
+# (domain, key pair id, RSA private key) when CloudFront signing is configured, else None.
+CLOUDFRONT = web.AppKey("cloudfront", object)
+
+
+def cloudfront_signer(config: Config) -> tuple[str, str, Any] | None:
+    a = config.auth
+    if not (a.cloudfront_domain and a.cloudfront_key_pair_id and a.cloudfront_private_key):
+        return None
+    pem = config.path(a.cloudfront_private_key).read_bytes()
+    return a.cloudfront_domain, a.cloudfront_key_pair_id, load_pem_private_key(pem, None)
 PROTOCOLS = {"hls": "master.m3u8", "hls-ts": "master-ts.m3u8", "dash": "manifest.mpd"}
 DRM_MODES = ("none", "aes-128", "sample-aes", "cenc", "cbcs", "clearkey")
 DRM_PROTOCOLS = {"aes-128": ("hls", "hls-ts"), "cenc": ("dash",), "cbcs": ("dash",),
@@ -106,6 +120,33 @@ async def stream_url(request: web.Request) -> web.Response:
         query["token"] = token
         body.update(token=token, expiresAt=expires)
     base = request.config_dict[PUBLIC_URL]
+    cdn = q.get("cdn", "none")
+    expires = int(time.time()) + _ttl(request)
+    if cdn == "signed":  # our HMAC over the presentation's prefix, checkable at any edge
+        secrets = request.config_dict[GUARD].url_secrets
+        if not secrets:
+            raise ApiError(409, "not_configured", "auth.signed_url_secrets is empty")
+        kid = next(reversed(secrets))
+        signed = sign_url(path + ("?" + urlencode(query) if query else ""),
+                          f"/vod/{media.id}/", secrets[kid], kid, expires)
+        query = dict(parse_qsl(signed.split("?", 1)[1]))
+        body["expiresAt"] = min(expires, body.get("expiresAt", expires))
+    elif cdn == "cloudfront":
+        cf = request.config_dict[CLOUDFRONT]
+        if cf is None:
+            raise ApiError(409, "not_configured", "auth.cloudfront_* are not set")
+        domain, key_pair_id, private_key = cf
+        base = f"https://{domain}"
+        resource = f"{base}/vod/{media.id}/*"  # one policy for every child URL
+        policy = cloudfront.custom_policy(resource, expires)
+        unsigned = base + path + ("?" + urlencode(query) if query else "")
+        signed = cloudfront.sign_url(unsigned, key_pair_id, private_key, policy=policy)
+        query = dict(parse_qsl(signed.split("?", 1)[1]))
+        body["cookies"] = cloudfront.signed_cookies(resource, key_pair_id, private_key,
+                                                    expires)
+        body["expiresAt"] = min(expires, body.get("expiresAt", expires))
+    elif cdn != "none":
+        raise ApiError(422, "invalid_field", "cdn: none, signed or cloudfront")
     suffix = "?" + urlencode(query) if query else ""
     body["url"] = base + path + suffix
     if drm == "aes-128":
