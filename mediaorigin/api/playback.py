@@ -37,7 +37,8 @@ def cloudfront_signer(config: Config) -> tuple[str, str, Any] | None:
     return a.cloudfront_domain, a.cloudfront_key_pair_id, load_pem_private_key(pem, None)
 PROTOCOLS = {"hls": "master.m3u8", "hls-ts": "master-ts.m3u8", "dash": "manifest.mpd"}
 DRM_MODES = ("none", "aes-128", "sample-aes", "cenc", "cbcs", "clearkey")
-DRM_PROTOCOLS = {"aes-128": ("hls", "hls-ts"), "cenc": ("dash",), "cbcs": ("dash",),
+DRM_PROTOCOLS = {"aes-128": ("hls", "hls-ts"), "sample-aes": ("hls-ts",), "cenc": ("dash",),
+                 "cbcs": ("dash",),
                  "clearkey": ("dash",)}
 
 
@@ -92,8 +93,6 @@ async def stream_url(request: web.Request) -> web.Response:
     drm = q.get("drm", "none")
     if drm not in DRM_MODES:
         raise ApiError(422, "invalid_field", f"drm: one of {', '.join(DRM_MODES)}")
-    if drm == "sample-aes":
-        raise ApiError(501, "drm_not_available", "SAMPLE-AES is not served yet")
     if drm != "none" and protocol not in DRM_PROTOCOLS[drm]:
         raise ApiError(422, "invalid_field",
                        f"drm: {drm} goes with protocol {' or '.join(DRM_PROTOCOLS[drm])}")
@@ -149,7 +148,7 @@ async def stream_url(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_field", "cdn: none, signed or cloudfront")
     suffix = "?" + urlencode(query) if query else ""
     body["url"] = base + path + suffix
-    if drm == "aes-128":
+    if drm in ("aes-128", "sample-aes"):
         body["keyUrl"] = f"{base}/vod/{media.id}/key{suffix}"
     elif drm in ("cenc", "cbcs", "clearkey"):
         body["licenseUrl"] = f"{base}/vod/{media.id}/license/clearkey{suffix}"

@@ -242,8 +242,9 @@ class Playback:
         if child.kind in ("playlist", "iframes_playlist", "vtt_segment", "vtt_full"):
             def small() -> str:
                 text = self._small_child(prep, rid, child, query)
-                if drm == "aes-128" and child.kind == "playlist" and not rid.startswith("s"):
-                    text = protection.protect_media_playlist(text, query)
+                if drm in protection.HLS_MODES and child.kind == "playlist" and \
+                        not rid.startswith("s"):
+                    text = protection.protect_media_playlist(text, query, drm)
                 return text
 
             return await self._text_body(
@@ -255,6 +256,12 @@ class Playback:
         key = f"{prep.item.id}/{prep.version}/{rid}/{name}"
 
         def package() -> bytes:
+            if drm == "sample-aes" and content is not None:
+                if child.container != "ts":
+                    raise PlaybackError(400, "drm_not_for_protocol",
+                                        "SAMPLE-AES is served with MPEG-TS segments")
+                iv = protection.aes128.segment_iv(child.number or 0)
+                return self._package(prep, rendition, child, (content.key, iv))
             data = self._package(prep, rendition, child)
             if drm is None or content is None:
                 return data
@@ -334,15 +341,17 @@ class Playback:
         audio = p.of_kind("audio")
         return audio[0] if audio and p.of_kind("video") else None
 
-    def _package(self, prep: Prepared, r: Rendition, child: urls.Child) -> bytes:
+    def _package(self, prep: Prepared, r: Rendition, child: urls.Child,
+                 sample_aes: tuple[bytes, bytes] | None = None) -> bytes:
         try:
-            return self._package_unchecked(prep, r, child)
+            return self._package_unchecked(prep, r, child, sample_aes)
         except StorageError:
             raise PlaybackError(404, "media_not_found", "the media's files are missing") from None
         except MediaError as e:
             raise PlaybackError(422, "media_unplayable", str(e)) from None
 
-    def _package_unchecked(self, prep: Prepared, r: Rendition, child: urls.Child) -> bytes:
+    def _package_unchecked(self, prep: Prepared, r: Rendition, child: urls.Child,
+                           sample_aes: tuple[bytes, bytes] | None = None) -> bytes:
         if child.kind == "init":
             return init_segment(r.track)
         number = child.number or 0
@@ -375,8 +384,8 @@ class Playback:
                 if number == len(r.segments):
                     b = audio.segments[-1].end if audio.segments else b
                 audio_run = self._run_of(prep, audio, a, b, "ts") if b > a else None
-            return write_ts_segment(run, audio_run, sequence=number)
-        return write_ts_segment(None, run, sequence=number)
+            return write_ts_segment(run, audio_run, sequence=number, sample_aes=sample_aes)
+        return write_ts_segment(None, run, sequence=number, sample_aes=sample_aes)
 
     def _run_of(self, prep: Prepared, r: Rendition, first: int, end: int,
                 timeline: str) -> SampleRun:

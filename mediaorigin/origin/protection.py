@@ -3,6 +3,8 @@ every child URL with the rest of the query):
 
 - `aes-128`: HLS (fMP4 or TS), every media segment AES-128-CBC encrypted whole, IV = its
   media sequence number; the key at `/vod/{id}/key`, served only to authorized requests.
+- `sample-aes`: HLS MPEG-TS with H.264 NAL units and AAC frames encrypted in place (Apple's
+  SAMPLE-AES), the PMT announcing the encrypted stream types; same key and IVs as aes-128.
 - `cenc`, `cbcs`: DASH with Common Encryption (AES-CTR / AES-CBC 1:9 pattern), pssh for W3C
   ClearKey, Widevine and PlayReady in the init segments and ContentProtection in the MPD.
 - `clearkey`: `cenc` for W3C ClearKey players, which get their license from
@@ -27,8 +29,8 @@ from ..packaging.crypto.cenc import encrypt_init, encrypt_segment, sample_ivs
 from ..packaging.crypto.pssh import cenc_namespace_attr, content_protection_xml, system_pssh
 from ..packaging.model import Track
 
-MODES = ("aes-128", "cenc", "cbcs", "clearkey")
-HLS_MODES = ("aes-128",)
+MODES = ("aes-128", "sample-aes", "cenc", "cbcs", "clearkey")
+HLS_MODES = ("aes-128", "sample-aes")
 DASH_MODES = ("cenc", "cbcs", "clearkey")
 SYSTEMS = ("clearkey", "common", "widevine", "playready")
 
@@ -51,6 +53,9 @@ def drm_mode(query: str) -> str | None:
 
 def check_protocol(drm: str, manifest: str) -> None:
     hls = manifest.endswith(".m3u8")
+    if drm == "sample-aes" and manifest != "master-ts.m3u8":
+        raise PlaybackError(400, "drm_not_for_protocol",
+                            "SAMPLE-AES is served with MPEG-TS: use master-ts.m3u8")
     if (hls and drm not in HLS_MODES) or (not hls and drm not in DASH_MODES):
         raise PlaybackError(400, "drm_not_for_protocol",
                             f"{drm} is served with {'DASH' if hls else 'HLS'}, not here")
@@ -72,14 +77,19 @@ def protect_master(text: str) -> str:
                      if not line.startswith("#EXT-X-I-FRAME-STREAM-INF"))
 
 
-def protect_media_playlist(text: str, query: str) -> str:
-    """The EXT-X-KEY line, before the first segment (after EXT-X-MAP: the init stays clear).
-    No IV attribute: each segment's IV is its media sequence number (RFC 8216 5.2)."""
+def protect_media_playlist(text: str, query: str, drm: str = "aes-128") -> str:
+    """An EXT-X-KEY line with an explicit IV (the segment's media sequence number) before
+    every segment; EXT-X-MAP stays above them all, so the init segment stays clear."""
     uri = "../key" + (f"?{query}" if query else "")
-    tag = f'#EXT-X-KEY:METHOD=AES-128,URI="{uri}"'
-    lines = text.split("\n")
-    at = next(i for i, line in enumerate(lines) if line.startswith("#EXTINF"))
-    return "\n".join([*lines[:at], tag, *lines[at:]])
+    if drm == "sample-aes":  # SAMPLE-AES needs protocol version 5
+        text = re.sub(r"#EXT-X-VERSION:\d+", "#EXT-X-VERSION:5", text, count=1)
+    out, number = [], 0
+    for line in text.split("\n"):
+        if line.startswith("#EXTINF"):
+            number += 1  # MEDIA-SEQUENCE is 1: segment n has sequence number n
+            out.append(aes128.key_tag(uri, aes128.segment_iv(number), method=drm.upper()))
+        out.append(line)
+    return "\n".join(out)
 
 
 def protect_mpd(text: str, drm: str, content: ContentKey) -> str:

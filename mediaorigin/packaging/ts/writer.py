@@ -24,6 +24,7 @@ import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ..crypto.sample_aes import encrypt_adts_frame, encrypt_annexb_sample, pmt_stream
 from ..model import MediaError, SampleRun
 from .adts import ADTS_HEADER_SIZE, AdtsFramer
 from .annexb import access_unit, avc_format, hevc_format
@@ -88,19 +89,27 @@ class _Pes:
 
 
 def write_ts_segment(
-    video: SampleRun | None, audio: SampleRun | None, *, sequence: int = 0
+    video: SampleRun | None, audio: SampleRun | None, *, sequence: int = 0,
+    sample_aes: tuple[bytes, bytes] | None = None,
 ) -> bytes:
-    """One self-contained TS segment: PAT, PMT and the runs' PES packets in DTS order."""
+    """One self-contained TS segment: PAT, PMT and the runs' PES packets in DTS order.
+
+    sample_aes: (key, iv) to encrypt H.264 and AAC samples in place (HLS SAMPLE-AES)."""
     if video is None and audio is None:
         raise MediaError("a TS segment needs a video or an audio run")
     streams: list[ElementaryStream] = []
     units: list[Iterator[_Pes]] = []
     if video is not None:
         carriage = _video_carriage(video)
+        if sample_aes is not None:
+            carriage = _protected(carriage, encrypt_annexb_sample, sample_aes)
         streams.append(carriage.es)
         units.append(_video_pes(video, carriage))
     if audio is not None:
         carriage = _audio_carriage(audio)
+        if sample_aes is not None:
+            carriage = _protected(carriage, encrypt_adts_frame, sample_aes,
+                                  audio.track.codec.config)
         streams.append(carriage.es)
         units.append(_audio_pes(audio, carriage))
     pcr_pid = streams[0].pid
@@ -121,6 +130,22 @@ def write_ts_iframe(video: SampleRun) -> bytes:
 
 
 # --- tracks -> carriage -------------------------------------------------------------------
+
+
+def _protected(c: _Carriage, transform: Callable[[bytes, bytes, bytes], bytes],
+               key_iv: tuple[bytes, bytes], asc: bytes = b"") -> _Carriage:
+    """The carriage with each sample encrypted for SAMPLE-AES and the PMT entry saying so."""
+    try:
+        stream_type, desc = pmt_stream(c.es.stream_type, asc)
+    except ValueError as e:  # HEVC, AC-3, MP3: not covered by SAMPLE-AES for TS
+        raise MediaError(str(e)) from None
+    key, iv = key_iv
+
+    def framer(sample: memoryview, keyframe: bool) -> Parts:
+        return [transform(b"".join(c.framer(sample, keyframe)), key, iv)]
+
+    return _Carriage(ElementaryStream(c.es.pid, stream_type, desc + c.es.descriptors),
+                     c.stream_id, framer)
 
 
 def _video_carriage(run: SampleRun) -> _Carriage:
