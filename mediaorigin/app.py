@@ -141,6 +141,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         keys=SealedKeyStore(runtime.library.engine, parse_master_key(bootstrap_secret(
             config.auth.master_key, config.path(config.auth.master_key_file),
             lambda: base64.b64encode(os.urandom(32)).decode()))),
+        key_rotation=config.auth.key_rotation,
     )
     runtime.service.forget = playback.forget  # deleted media leave the caches at once
     runtime.notifier.on_published.append(playback.revalidate)

@@ -71,6 +71,7 @@ class AuthConfig:
     # master_key_file.
     master_key: str = ""
     master_key_file: str = "var/master-key"
+    key_rotation: int = 0  # HLS encryption: a new key every this many segments (0: one key)
     # Bootstrap admin API key. Empty: one is generated at first start into admin_key_file.
     admin_key: str = ""
     admin_key_file: str = "var/admin-key"

@@ -177,3 +177,26 @@ async def test_hlsjs_plays_sample_aes(browser: PlayerBrowser, drm_origin) -> Non
     result = await browser.play(url, "hls", min_time=3.0, timeout=45.0)
     result.errors = [e for e in result.errors if "bufferSeekOverHole" not in e]
     assert result.ok, result.summary()
+
+
+def test_aes128_key_rotation(tmp_path: Path, av_faststart: Path) -> None:
+    """auth.key_rotation = 1: every segment has a key of its own, and ffmpeg, fetching each
+    key as the playlist says, still decodes the source's frames."""
+    origin = OriginThread(library_config(tmp_path, auth={
+        "playback": "token", "token_secrets": f"k1:{SECRET}", "key_rotation": 1})).start()
+    try:
+        media_id = origin.add([av_faststart], "rotating keys")
+        query = f"drm=aes-128&token={token(media_id)}"
+        text = origin.get(f"/vod/{media_id}/v0/media.m3u8?{query}").body.decode()
+        uris = [line.split('URI="', 1)[1].split('"', 1)[0] for line in text.splitlines()
+                if line.startswith("#EXT-X-KEY")]
+        assert [u.split("period=", 1)[1].split("&", 1)[0] for u in uris] == [
+            str(n) for n in range(len(uris))]
+        keys = {origin.get(f"/vod/{media_id}/key?period={n}&{query}").body
+                for n in range(len(uris))}
+        assert len(keys) == len(uris) > 1 and all(len(k) == 16 for k in keys)
+        assert origin.get(f"/vod/{media_id}/key?period=-1&{query}").status == 400
+        url = origin.url(f"/vod/{media_id}/master.m3u8?{query}")
+        assert framemd5(url, "v:0") == framemd5(av_faststart, "v:0")
+    finally:
+        origin.stop()

@@ -88,8 +88,9 @@ class Playback:
     def __init__(self, lookup: Callable[[str], Awaitable[PlayableItem | None]],
                  storage: LocalStorage, indexes: IndexCache,
                  segments: SegmentCache, target: float, threads: int = 4,
-                 keys: KeySource | None = None) -> None:
+                 keys: KeySource | None = None, key_rotation: int = 0) -> None:
         self.keys = keys  # content keys for encrypted playback (?drm=)
+        self.key_rotation = key_rotation  # HLS: segments per key (0: one key per media)
         self.lookup = lookup  # the library: which files and captions make up a media item
         self.storage = storage
         self.indexes = indexes
@@ -244,7 +245,8 @@ class Playback:
                 text = self._small_child(prep, rid, child, query)
                 if drm in protection.HLS_MODES and child.kind == "playlist" and \
                         not rid.startswith("s"):
-                    text = protection.protect_media_playlist(text, query, drm)
+                    text = protection.protect_media_playlist(text, query, drm,
+                                                             self.key_rotation)
                 return text
 
             return await self._text_body(
@@ -260,15 +262,19 @@ class Playback:
                 if child.container != "ts":
                     raise PlaybackError(400, "drm_not_for_protocol",
                                         "SAMPLE-AES is served with MPEG-TS segments")
-                iv = protection.aes128.segment_iv(child.number or 0)
-                return self._package(prep, rendition, child, (content.key, iv))
+                n = child.number or 0
+                key = protection.hls_key(content, protection.key_period(n, self.key_rotation),
+                                         self.key_rotation)
+                return self._package(prep, rendition, child,
+                                     (key, protection.aes128.segment_iv(n)))
             data = self._package(prep, rendition, child)
             if drm is None or content is None:
                 return data
             if child.kind == "init":
                 return protection.protect_init(data, drm, content)
             return protection.protect_segment(data, drm, content, rendition.track,
-                                              child.number or 0, f"{rid}|{prep.version}")
+                                              child.number or 0, f"{rid}|{prep.version}",
+                                              self.key_rotation)
 
         if drm is not None and content is not None:
             key += f"|{drm}|{content.kid.hex()}"

@@ -19,6 +19,7 @@ left out of protected masters so nothing clear can be stitched back into a pictu
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from urllib.parse import parse_qs
 
@@ -77,19 +78,36 @@ def protect_master(text: str) -> str:
                      if not line.startswith("#EXT-X-I-FRAME-STREAM-INF"))
 
 
-def protect_media_playlist(text: str, query: str, drm: str = "aes-128") -> str:
+def protect_media_playlist(text: str, query: str, drm: str = "aes-128",
+                           rotation: int = 0) -> str:
     """An EXT-X-KEY line with an explicit IV (the segment's media sequence number) before
-    every segment; EXT-X-MAP stays above them all, so the init segment stays clear."""
-    uri = "../key" + (f"?{query}" if query else "")
+    every segment; EXT-X-MAP stays above them all, so the init segment stays clear. With
+    `rotation`, every that many segments use a key of their own (`key?period=p`)."""
     if drm == "sample-aes":  # SAMPLE-AES needs protocol version 5
         text = re.sub(r"#EXT-X-VERSION:\d+", "#EXT-X-VERSION:5", text, count=1)
     out, number = [], 0
     for line in text.split("\n"):
         if line.startswith("#EXTINF"):
             number += 1  # MEDIA-SEQUENCE is 1: segment n has sequence number n
+            params = [f"period={key_period(number, rotation)}"] if rotation > 0 else []
+            uri = "../key" + ("?" + "&".join(params + ([query] if query else []))
+                              if params or query else "")
             out.append(aes128.key_tag(uri, aes128.segment_iv(number), method=drm.upper()))
         out.append(line)
     return "\n".join(out)
+
+
+def key_period(number: int, rotation: int) -> int:
+    return (number - 1) // rotation if rotation > 0 else 0
+
+
+def hls_key(content: ContentKey, period: int, rotation: int) -> bytes:
+    """The AES key of one rotation period: derived from the media's key, so every replica
+    agrees and only the media key is stored."""
+    if rotation <= 0:
+        return content.key
+    return hmac.new(content.key, b"mediaorigin hls key period" + period.to_bytes(8, "big"),
+                    hashlib.sha256).digest()[:16]
 
 
 def protect_mpd(text: str, drm: str, content: ContentKey) -> str:
@@ -112,9 +130,10 @@ def protect_init(data: bytes, drm: str, content: ContentKey) -> bytes:
 
 
 def protect_segment(data: bytes, drm: str, content: ContentKey, track: Track, number: int,
-                    context: str) -> bytes:
+                    context: str, rotation: int = 0) -> bytes:
     if drm == "aes-128":
-        return aes128.encrypt_segment(data, content.key, aes128.segment_iv(number))
+        key = hls_key(content, key_period(number, rotation), rotation)
+        return aes128.encrypt_segment(data, key, aes128.segment_iv(number))
     codec = {"avc1": "avc", "avc3": "avc", "hvc1": "hevc", "hev1": "hevc"}.get(
         track.codec.fourcc, "aac" if track.kind == "audio" else None)
     if codec is None:

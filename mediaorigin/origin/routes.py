@@ -11,6 +11,7 @@ from aiohttp import web
 from ..auth.playback_guard import PlaybackGuard
 from ..auth.viewers import ViewerSlots
 from ..packaging import urls
+from . import protection
 from .http import read_body, respond
 from .playback import Playback, PlaybackError, Prepared, parse_clip
 
@@ -70,8 +71,16 @@ async def child(request: web.Request) -> web.StreamResponse:
 async def content_key(request: web.Request) -> web.Response:
     """GET /vod/{id}/key: the HLS AES-128 key, to authorized players only, never cached."""
     prep = await authorized(request)
-    content = await request.app[PLAYBACK].content_key(prep.item.id)
-    return web.Response(body=content.key, content_type="application/octet-stream",
+    playback = request.app[PLAYBACK]
+    content = await playback.content_key(prep.item.id)
+    try:
+        period = int(request.rel_url.query.get("period", "0"))
+    except ValueError:
+        period = -1
+    if not 0 <= period < 1_000_000:
+        raise PlaybackError(400, "invalid_period", "period is a key rotation period number")
+    key = protection.hls_key(content, period, playback.key_rotation)
+    return web.Response(body=key, content_type="application/octet-stream",
                         headers={"Cache-Control": "no-store"})
 
 
