@@ -165,6 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_import.add_argument("--no-wait", action="store_true",
                           help="queue the jobs and return (workers process them)")
     p_import.add_argument("--config", type=Path)
+    p_token = sub.add_parser("token", help="print a management API token (--role) or a "
+                             "playback token (--media)")
+    p_token.add_argument("--role", choices=("admin", "instructor", "student"))
+    p_token.add_argument("--org", help="organization (API tokens)")
+    p_token.add_argument("--media", help="media id (playback tokens)")
+    p_token.add_argument("--subject", "--user", dest="subject", default="cli",
+                         help="who the token is for")
+    p_token.add_argument("--ttl", type=int, default=3600, help="seconds")
+    p_token.add_argument("--config", type=Path)
     p_migrate = sub.add_parser("migrate", help="bring the library database schema up to date")
     p_migrate.add_argument("--config", type=Path)
     args = parser.parse_args(argv)
@@ -182,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "migrate":
         asyncio.run(_migrate(config))
         return 0
+    if args.command == "token":
+        return print_token(config, args)
     try:
         if args.ladder:
             print(import_media(config, args.files, args.title, args.captions))
@@ -192,6 +203,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportFailed as e:
         print(f"mediaorigin: {e}", file=sys.stderr)
         return 1
+
+
+def print_token(config: Config, args: argparse.Namespace) -> int:
+    """`mediaorigin token`: an API token for a role, or a playback token for a media item,
+    signed with the configured token keys (made once if none are configured)."""
+    import time
+
+    from .auth.api_tokens import issue_api_token
+    from .auth.playback_guard import PlaybackGuard
+
+    if (args.role is None) == (args.media is None):
+        print("mediaorigin: give --role (API token) or --media (playback token)",
+              file=sys.stderr)
+        return 2
+    guard = PlaybackGuard.from_config(config)
+    try:
+        if args.role:
+            print(issue_api_token(guard.keyring, subject=args.subject, role=args.role,
+                                  organization=args.org, ttl=args.ttl, now=time.time()))
+        else:
+            print(guard.keyring.issue(now=time.time(), media=args.media, ttl=args.ttl,
+                                      user=args.subject))
+    except ValueError as e:
+        print(f"mediaorigin: {e}", file=sys.stderr)
+        return 2
+    finally:
+        guard.close()
+    return 0
 
 
 async def _migrate(config: Config) -> None:
