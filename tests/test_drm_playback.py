@@ -200,3 +200,25 @@ def test_aes128_key_rotation(tmp_path: Path, av_faststart: Path) -> None:
         assert framemd5(url, "v:0") == framemd5(av_faststart, "v:0")
     finally:
         origin.stop()
+
+
+def test_cbcs_hls_fmp4(drm_origin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """HLS fMP4 with cbcs segments and a FairPlay-style key line; the segments are the same
+    cbcs fMP4 as DASH's, so ffmpeg decrypts them with the key."""
+    origin, media_id, _ = drm_origin
+    query = f"drm=cbcs&token={token(media_id)}"
+    text = origin.get(f"/vod/{media_id}/v0/media.m3u8?{query}").body.decode()
+    assert text.count("#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"skd://") == 1
+    assert 'KEYFORMAT="com.apple.streamingkeydelivery"' in text and "#EXT-X-VERSION:5" in text
+    assert text.index("#EXT-X-MAP") < text.index("#EXT-X-KEY")
+    assert origin.get(f"/vod/{media_id}/master-ts.m3u8?{query}").status == 400
+    assert origin.get(f"/vod/{media_id}/v0/seg-1.ts?{query}").status == 400
+    key = key_of(origin, media_id).hex()
+    init = origin.get(f"/vod/{media_id}/v0/init.mp4?{query}").body
+    seg = origin.get(f"/vod/{media_id}/v0/seg-1.m4s?{query}").body
+    clear = [origin.get(f"/vod/{media_id}/v0/{n}?token={token(media_id)}").body
+             for n in ("init.mp4", "seg-1.m4s")]
+    (tmp_path / "enc.mp4").write_bytes(init + seg)
+    (tmp_path / "clear.mp4").write_bytes(b"".join(clear))
+    assert framemd5(tmp_path / "enc.mp4", "0", ["-decryption_key", key]) == \
+        framemd5(tmp_path / "clear.mp4", "0")

@@ -38,7 +38,7 @@ def cloudfront_signer(config: Config) -> tuple[str, str, Any] | None:
 PROTOCOLS = {"hls": "master.m3u8", "hls-ts": "master-ts.m3u8", "dash": "manifest.mpd"}
 DRM_MODES = ("none", "aes-128", "sample-aes", "cenc", "cbcs", "clearkey")
 DRM_PROTOCOLS = {"aes-128": ("hls", "hls-ts"), "sample-aes": ("hls-ts",), "cenc": ("dash",),
-                 "cbcs": ("dash",),
+                 "cbcs": ("dash", "hls"),
                  "clearkey": ("dash",)}
 
 

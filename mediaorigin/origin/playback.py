@@ -244,7 +244,12 @@ class Playback:
             def small() -> str:
                 text = self._small_child(prep, rid, child, query)
                 if drm in protection.HLS_MODES and child.kind == "playlist" and \
-                        not rid.startswith("s"):
+                        not rid.startswith("s") and content is not None:
+                    if drm == "cbcs":
+                        if child.container == "ts":
+                            raise PlaybackError(400, "drm_not_for_protocol",
+                                                "cbcs is served with fMP4")
+                        return protection.fairplay_playlist(text, content)
                     text = protection.protect_media_playlist(text, query, drm,
                                                              self.key_rotation)
                 return text
@@ -267,6 +272,9 @@ class Playback:
                                          self.key_rotation)
                 return self._package(prep, rendition, child,
                                      (key, protection.aes128.segment_iv(n)))
+            if drm in protection.DASH_MODES and child.container == "ts":
+                raise PlaybackError(400, "drm_not_for_protocol",
+                                    f"{drm} is served with fMP4 segments")
             data = self._package(prep, rendition, child)
             if drm is None or content is None:
                 return data

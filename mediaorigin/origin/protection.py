@@ -5,6 +5,7 @@ every child URL with the rest of the query):
   media sequence number; the key at `/vod/{id}/key`, served only to authorized requests.
 - `sample-aes`: HLS MPEG-TS with H.264 NAL units and AAC frames encrypted in place (Apple's
   SAMPLE-AES), the PMT announcing the encrypted stream types; same key and IVs as aes-128.
+- `cbcs` also for HLS fMP4 (FairPlay-style SAMPLE-AES key line, `skd://` key id).
 - `cenc`, `cbcs`: DASH with Common Encryption (AES-CTR / AES-CBC 1:9 pattern), pssh for W3C
   ClearKey, Widevine and PlayReady in the init segments and ContentProtection in the MPD.
 - `clearkey`: `cenc` for W3C ClearKey players, which get their license from
@@ -31,7 +32,7 @@ from ..packaging.crypto.pssh import cenc_namespace_attr, content_protection_xml,
 from ..packaging.model import Track
 
 MODES = ("aes-128", "sample-aes", "cenc", "cbcs", "clearkey")
-HLS_MODES = ("aes-128", "sample-aes")
+HLS_MODES = ("aes-128", "sample-aes", "cbcs")
 DASH_MODES = ("cenc", "cbcs", "clearkey")
 SYSTEMS = ("clearkey", "common", "widevine", "playready")
 
@@ -57,6 +58,8 @@ def check_protocol(drm: str, manifest: str) -> None:
     if drm == "sample-aes" and manifest != "master-ts.m3u8":
         raise PlaybackError(400, "drm_not_for_protocol",
                             "SAMPLE-AES is served with MPEG-TS: use master-ts.m3u8")
+    if drm == "cbcs" and manifest == "master-ts.m3u8":
+        raise PlaybackError(400, "drm_not_for_protocol", "cbcs is served with fMP4")
     if (hls and drm not in HLS_MODES) or (not hls and drm not in DASH_MODES):
         raise PlaybackError(400, "drm_not_for_protocol",
                             f"{drm} is served with {'DASH' if hls else 'HLS'}, not here")
@@ -76,6 +79,18 @@ def constant_iv(content: ContentKey) -> bytes:
 def protect_master(text: str) -> str:
     return "\n".join(line for line in text.split("\n")
                      if not line.startswith("#EXT-X-I-FRAME-STREAM-INF"))
+
+
+def fairplay_playlist(text: str, content: ContentKey) -> str:
+    """HLS fMP4 with `cbcs` segments (FairPlay-style): one SAMPLE-AES key line naming the key
+    by its id for the FairPlay key delivery, after EXT-X-MAP. The key itself comes from the
+    platform's FairPlay key server (an integration point; none runs here)."""
+    text = re.sub(r"#EXT-X-VERSION:\d+", "#EXT-X-VERSION:5", text, count=1)
+    tag = (f'#EXT-X-KEY:METHOD=SAMPLE-AES,URI="skd://{content.kid.hex()}",'
+           'KEYFORMAT="com.apple.streamingkeydelivery",KEYFORMATVERSIONS="1"')
+    lines = text.split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith("#EXTINF"))
+    return "\n".join([*lines[:at], tag, *lines[at:]])
 
 
 def protect_media_playlist(text: str, query: str, drm: str = "aes-128",
