@@ -64,6 +64,7 @@ class AuthConfig:
     trusted_proxies: str = ""  # CIDRs whose X-Forwarded-For is honoured (no others)
     geoip_database: str = ""  # a MaxMind .mmdb (GeoLite2-Country or compatible)
     rules: str = ""  # global access rules, JSON (see README: Access rules)
+    organization_rules: str = ""  # JSON {"org-id": rules, ...}: each organization's layer
     rate_limit: float = 0.0  # playback requests per second per client (burst 10x); 0 = off
     max_streams_per_user: int = 0  # concurrent sessions per token user (Redis); 0 = off
     stream_ttl: float = 60.0  # a session without requests this long frees its slot

@@ -299,3 +299,22 @@ def test_stream_urls_for_cdns(tmp_path: Path, av_faststart: Path) -> None:
         assert origin.get(f"/api/media/{media_id}/stream?cdn=akamai", auth()).status == 422
     finally:
         origin.stop()
+
+
+def test_organization_rules_layer(tmp_path: Path, av_faststart: Path) -> None:
+    """auth.organization_rules: one organization's media follow its layer, others not."""
+    origin = OriginThread(library_config(tmp_path, auth={
+        "trusted_proxies": "127.0.0.1/32",
+        "organization_rules": json.dumps({"org-a": {"networks": {"deny": ["203.0.113.0/24"]}}}),
+    })).start()
+    try:
+        ours, theirs = (origin.add([av_faststart], t) for t in ("a", "b"))
+        assert origin.request("PATCH", f"/api/media/{ours}", json.dumps(
+            {"organization": "org-a"}).encode(), auth()).status == 200
+        hop = {"X-Forwarded-For": "203.0.113.9"}
+        denied = origin.get(f"/vod/{ours}/master.m3u8", hop)
+        assert denied.status == 403 and denied.json()["error"]["code"] == "ip_denied"
+        assert origin.get(f"/vod/{theirs}/master.m3u8", hop).status == 200
+        assert origin.get(f"/vod/{ours}/master.m3u8").status == 200
+    finally:
+        origin.stop()

@@ -131,7 +131,7 @@ async def patch_media(request: web.Request) -> web.Response:
             raise ApiError(409, "media_busy", f"media is {media.status}")
         values["status"] = fields["status"]
     await request.config_dict[LIBRARY].update_media(media.id, values, fields.get("tags"))
-    if "access" in fields:  # players are checked against the new rules at once
+    if "access" in fields or "organization" in fields:  # rules apply at once
         request.config_dict[NOTIFIER].published(media.id)
     return web.json_response(record(request, await visible_media(request)))
 

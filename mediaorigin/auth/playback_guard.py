@@ -49,7 +49,9 @@ class Grant:
 class PlaybackGuard:
     def __init__(self, mode: str, keyring: Keyring, url_secrets: dict[str, bytes],
                  trusted_proxies: list[Any], geo: GeoIP | None, rules: AccessRules,
-                 limiter: RateLimiter | None) -> None:
+                 limiter: RateLimiter | None,
+                 organization_rules: dict[str, AccessRules] | None = None) -> None:
+        self.organization_rules = organization_rules or {}
         self.mode = mode
         self.keyring = keyring
         self.url_secrets = url_secrets
@@ -80,8 +82,11 @@ class PlaybackGuard:
         rules = rules_from_dict(json.loads(a.rules)) if a.rules.strip() else AccessRules()
         limiter = RateLimiter(a.rate_limit, max(1, int(a.rate_limit * RATE_BURST))) \
             if a.rate_limit > 0 else None
+        org_rules = {org: rules_from_dict(r) for org, r in
+                     json.loads(a.organization_rules).items()} \
+            if a.organization_rules.strip() else {}
         return cls(a.playback, keyring, url_secrets, parse_networks(a.trusted_proxies), geo,
-                   rules, limiter)
+                   rules, limiter, org_rules)
 
     def close(self) -> None:
         if self.geo is not None:
@@ -115,16 +120,20 @@ class PlaybackGuard:
             raise AccessDenied("token_missing", "this media needs a playback token")
 
     def authorize(self, request: web.Request, media_id: str,
-                  media_access: dict[str, Any] | None) -> Grant:
+                  media_access: dict[str, Any] | None,
+                  organization_id: str | None = None) -> Grant:
         """Credentials and rules for one playback request; AccessDenied otherwise."""
         now = time.time()
         ip = self.client(request)
         if self.limiter is not None and not self.limiter.allow(str(ip), now):
             raise AccessDenied("rate_limited", "too many requests; slow down", 429)
         grant = self._credentials(request, media_id, str(ip), now)
-        rules = self.rules
+        layers = [self.rules]  # global, then the organization's, then the media item's
+        if organization_id in self.organization_rules:
+            layers.append(self.organization_rules[organization_id])
         if media_access:
-            rules = AccessRules.merge(rules, rules_from_dict(media_access))
+            layers.append(rules_from_dict(media_access))
+        rules = AccessRules.merge(*layers) if len(layers) > 1 else self.rules
         country = self.geo.country(ip) if self.geo is not None else None
         denial = evaluate(rules, RequestInfo(ip, country, request.headers.get("Referer"),
                                              request.headers.get("Origin"), now))

@@ -224,6 +224,7 @@ class PlayableItem:
     files: tuple[str, ...]  # storage keys; several files are renditions of one ladder
     captions: tuple[Caption, ...] = field(default_factory=tuple)
     access: dict[str, Any] | None = None  # this item's playback access rules (JSON form)
+    organization_id: str | None = None
 
 
 EMPTY_ANALYTICS: dict[str, Any] = {"views": 0, "uniqueViewers": 0, "totalPlaytime": 0,

@@ -262,7 +262,8 @@ class Library:
             return None
         a = schema.assets
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(m.c.title, m.c.generation, m.c.access)
+            row = (await conn.execute(select(m.c.title, m.c.generation, m.c.access,
+                                             m.c.organization_id)
                                       .where(m.c.id == media_id))).first()
             if row is None or row.generation is None:
                 return None
@@ -275,12 +276,15 @@ class Library:
             return None
         return PlayableItem(media_id, row.title, files,
                             tuple(Caption(x.name, x.storage_key) for x in assets
-                                  if x.kind == "caption"), row.access)
+                                  if x.kind == "caption"), row.access, row.organization_id)
 
-    async def access(self, media_id: str) -> dict[str, Any] | None:
-        """A media item's own playback access rules (None: only the global ones)."""
+    async def access(self, media_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        """A media item's own playback access rules (None: only the global and organization
+        ones) and its organization."""
         async with self.engine.connect() as conn:
-            return (await conn.execute(select(m.c.access).where(m.c.id == media_id))).scalar()
+            row = (await conn.execute(select(m.c.access, m.c.organization_id)
+                                      .where(m.c.id == media_id))).first()
+        return (row.access, row.organization_id) if row else (None, None)
 
     # -- generations and assets ------------------------------------------------------------
 

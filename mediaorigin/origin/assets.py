@@ -35,7 +35,7 @@ async def asset(request: web.Request) -> web.StreamResponse:
     found = await library.asset(media_id, key)
     if found is None:
         raise PlaybackError(404, "asset_not_found", "no such asset")
-    guard.authorize(request, media_id, await library.access(media_id))
+    guard.authorize(request, media_id, *await library.access(media_id))
     storage = request.config_dict[ASSET_STORAGE]
     try:
         path = storage.resolve(key)

@@ -38,7 +38,7 @@ async def authorized(request: web.Request) -> Prepared:
     q = request.rel_url.query
     prep = await request.app[PLAYBACK].prepare(media_id, parse_clip(q.get("start"),
                                                                     q.get("end")))
-    grant = guard.authorize(request, media_id, prep.item.access)
+    grant = guard.authorize(request, media_id, prep.item.access, prep.item.organization_id)
     await request.app[VIEWERS].admit(grant, q.get("token"))
     return prep
 
@@ -48,7 +48,7 @@ async def leave(request: web.Request) -> web.Response:
     guard, media_id = request.app[GUARD], request.match_info["media_id"]
     guard.precheck(request)
     prep = await request.app[PLAYBACK].prepare(media_id, None)
-    grant = guard.authorize(request, media_id, prep.item.access)
+    grant = guard.authorize(request, media_id, prep.item.access, prep.item.organization_id)
     await request.app[VIEWERS].leave(grant, request.rel_url.query.get("token"))
     return web.Response(status=204)
 
