@@ -310,7 +310,7 @@ def encrypt_segment(segment: bytes, scheme: Scheme, key: bytes, kid: bytes,
                   encrypt=True)
         sample.release()
         entries.append(_senc_entry(iv, subs))
-    return _relayout(bytes(buf), frag, _crypto_boxes(entries, video))
+    return _relayout(buf, frag, _crypto_boxes(entries, video))
 
 
 def decrypt_segment(segment: bytes, init: bytes, key: bytes) -> bytes:
@@ -391,7 +391,7 @@ def _parse_trun(seg: bytes, trun: BoxHeader, default_size: int | None) -> _Run:
     return _Run(offset_field, data_offset, sizes)
 
 
-def _relayout(seg: bytes, frag: _Fragment, add: bytes,
+def _relayout(seg: bytes | bytearray, frag: _Fragment, add: bytes,
               drop: frozenset[str] = frozenset()) -> bytes:
     """Rebuild moof with `add` appended to traf and `drop` types removed from it. trun data
     offsets move by the moof's growth; saio (if any) is pointed at senc's first entry."""
@@ -415,7 +415,8 @@ def _relayout(seg: bytes, frag: _Fragment, add: bytes,
     new_moof = b"".join((_U32.pack(moof.size + delta), b"moof",
                          seg[moof.body_offset : traf.offset],
                          _U32.pack(8 + len(body)), b"traf", body, seg[traf.end : moof.end]))
-    return seg[: moof.offset] + new_moof + seg[moof.end :]
+    # One copy of the (large) mdat: joined from a view, not sliced and then concatenated.
+    return b"".join((seg[: moof.offset], new_moof, memoryview(seg)[moof.end :]))
 
 
 def _senc_entry(iv: bytes, subs: list[Subsample] | None) -> bytes:
