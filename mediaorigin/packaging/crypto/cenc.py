@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -45,6 +46,7 @@ _CRYPTO_BOXES = frozenset({"senc", "saiz", "saio"})
 _SENC_SUBSAMPLES = 0x2
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+_ONE_SUBSAMPLE = struct.Struct(">HHI")
 
 
 @dataclass(frozen=True)
@@ -292,25 +294,118 @@ def encrypt_segment(segment: bytes, scheme: Scheme, key: bytes, kid: bytes,
     else:
         raise ValueError(f"unsupported scheme {scheme!r}")
     frag = _parse_fragment(segment)
-    buf = bytearray(segment)
     video = codec != "aac"
+    src = memoryview(segment)
+    samples = frag.samples(len(segment))
+    # Everything but the ciphertext is known before encrypting: build the new moof first,
+    # then write the ciphertext into a reused scratch buffer and join clear views of the
+    # input with ciphertext views into the output, its only large allocation.
+    plan = []
     entries = []
-    aes = algorithms.AES(key)
-    for i, (pos, size) in enumerate(frag.samples(len(segment))):
-        sample = memoryview(buf)[pos : pos + size]
-        subs = nal_subsamples(sample, codec, nal_length_size, scheme) if video else None
+    for i, (pos, size) in enumerate(samples):
+        subs = nal_subsamples(src[pos : pos + size], codec, nal_length_size, scheme) \
+            if video else None
         if scheme == "cenc":
             iv = ivs(i)
             if len(iv) != iv_size:
                 raise ValueError(f"IV source gave {len(iv)} bytes, expected {iv_size}")
-            _ctr(aes, iv, sample, subs)
         else:
             iv = b""
-            _cbcs(aes, iv_source, sample, subs, VIDEO_PATTERN if video else AUDIO_PATTERN,
-                  encrypt=True)
-        sample.release()
+        plan.append((pos, iv, _ranges(size, subs)))
         entries.append(_senc_entry(iv, subs))
-    return _relayout(buf, frag, _crypto_boxes(entries, video))
+    new_moof = _new_moof(segment, frag, _crypto_boxes(entries, video))
+    moof = frag.moof
+    aes = algorithms.AES(key)
+    scratch = _scratch(len(segment) + BLOCK)
+    pieces: list[bytes | memoryview] = [src[: moof.offset], new_moof]
+    cur = moof.end
+    out = 0  # next free byte of the scratch
+    if scheme == "cenc":
+        for pos, iv, ranges in plan:
+            if not ranges:
+                continue
+            ctx = Cipher(aes, modes.CTR(iv.ljust(16, b"\0"))).encryptor()
+            for start, n in ranges:
+                start += pos
+                ctx.update_into(src[start : start + n], scratch[out : out + n + BLOCK - 1])
+                pieces.append(src[cur:start])
+                pieces.append(scratch[out : out + n])
+                out += n
+                cur = start + n
+    else:
+        assert isinstance(iv_source, bytes)
+        pattern = VIDEO_PATTERN if video else AUDIO_PATTERN
+        for pos, _, ranges in plan:
+            for start, n in ranges:
+                start += pos
+                end = _cbcs_into(aes, iv_source, src, start, n, pattern, scratch, out)
+                if end > out:
+                    pieces.append(src[cur:start])
+                    pieces.append(scratch[out:end])
+                    cur = start + end - out
+                    out = end
+    pieces.append(src[cur:])
+    return b"".join(pieces)
+
+
+_SCRATCH_KEEP = 64 << 20  # keep per-thread scratch buffers up to this size between calls
+_local = threading.local()
+
+
+def _scratch(size: int) -> memoryview:
+    """A writable buffer of at least `size` bytes, reused by the thread between calls: a
+    fresh one costs a page fault per 4 KiB on first touch, more than the encryption."""
+    buf = getattr(_local, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = bytearray(size)
+        if size <= _SCRATCH_KEEP:
+            _local.buf = buf
+    return memoryview(buf)
+
+
+def _cbcs_into(aes: algorithms.AES, iv: bytes, src: memoryview, start: int, n: int,
+               pattern: tuple[int, int], scratch: memoryview, out: int) -> int:
+    """'cbcs' encryption of the protected range src[start:start+n] (see _cbcs), written to
+    scratch from `out` on: returns where it ends there (== out when nothing is encrypted,
+    else out + n or, without a pattern, out + the whole blocks)."""
+    crypt, skip = pattern
+    if skip == 0:
+        crypt = max(crypt, 1)
+        whole = n // BLOCK * BLOCK
+        if not whole:
+            return out
+        ctx = Cipher(aes, modes.CBC(iv)).encryptor()
+        ctx.update_into(src[start : start + whole], scratch[out : out + whole + BLOCK - 1])
+        return out + whole
+    step = BLOCK * (crypt + skip)
+    span = BLOCK * crypt
+    groups = (n - span) // step + 1 if n >= span else 0
+    if not groups:
+        return out
+    ctx = Cipher(aes, modes.CBC(iv)).encryptor()
+    if groups == 1:
+        ctx.update_into(src[start : start + span], scratch[out : out + span + BLOCK - 1])
+        scratch[out + span : out + n] = src[start + span : start + n]
+        return out + n
+    # Gather the encrypted blocks with strided 8-byte-word copies, run them through one CBC
+    # chain, and scatter them into a copy of the range.
+    scratch[out : out + n] = src[start : start + n]
+    last = step * (groups - 1) + span  # end of the last encrypted block in the range
+    words, stride = span // 8, step // 8
+    region = scratch[out : out + last].cast("Q")
+    plain = bytearray(groups * span)
+    cipher = bytearray(groups * span + BLOCK - 1)
+    gathered = memoryview(plain).cast("Q")
+    for j in range(words):
+        gathered[j::words] = region[j::stride]
+    ctx.update_into(plain, cipher)
+    encrypted = memoryview(cipher)[: groups * span].cast("Q")
+    for j in range(words):
+        region[j::stride] = encrypted[j::words]
+    region.release()
+    encrypted.release()
+    gathered.release()
+    return out + n
 
 
 def decrypt_segment(segment: bytes, init: bytes, key: bytes) -> bytes:
@@ -393,7 +488,16 @@ def _parse_trun(seg: bytes, trun: BoxHeader, default_size: int | None) -> _Run:
 
 def _relayout(seg: bytes | bytearray, frag: _Fragment, add: bytes,
               drop: frozenset[str] = frozenset()) -> bytes:
-    """Rebuild moof with `add` appended to traf and `drop` types removed from it. trun data
+    """The segment with its moof rebuilt by _new_moof."""
+    moof = frag.moof
+    # One copy of the (large) mdat: joined from a view, not sliced and then concatenated.
+    return b"".join((seg[: moof.offset], _new_moof(seg, frag, add, drop),
+                     memoryview(seg)[moof.end :]))
+
+
+def _new_moof(seg: bytes | bytearray, frag: _Fragment, add: bytes,
+              drop: frozenset[str] = frozenset()) -> bytes:
+    """The moof with `add` appended to traf and `drop` types removed from it. trun data
     offsets move by the moof's growth; saio (if any) is pointed at senc's first entry."""
     moof, traf = frag.moof, frag.traf
     if moof.header_size != 8 or traf.header_size != 8:
@@ -412,17 +516,17 @@ def _relayout(seg: bytes | bytearray, frag: _Fragment, add: bytes,
         elif k.type == "saio" and senc is not None:
             # senc: header 8, version/flags 4, sample_count 4, then the first entry.
             struct.pack_into(">I", body, k.end - 4, traf_body + senc.offset + 16)
-    new_moof = b"".join((_U32.pack(moof.size + delta), b"moof",
-                         seg[moof.body_offset : traf.offset],
-                         _U32.pack(8 + len(body)), b"traf", body, seg[traf.end : moof.end]))
-    # One copy of the (large) mdat: joined from a view, not sliced and then concatenated.
-    return b"".join((seg[: moof.offset], new_moof, memoryview(seg)[moof.end :]))
+    return b"".join((_U32.pack(moof.size + delta), b"moof",
+                     seg[moof.body_offset : traf.offset],
+                     _U32.pack(8 + len(body)), b"traf", body, seg[traf.end : moof.end]))
 
 
 def _senc_entry(iv: bytes, subs: list[Subsample] | None) -> bytes:
     if subs is None:
         return iv
-    return iv + _U16.pack(len(subs)) + b"".join(struct.pack(">HI", c, p) for c, p in subs)
+    if len(subs) == 1:
+        return iv + _ONE_SUBSAMPLE.pack(1, *subs[0])
+    return iv + struct.pack(f">H{len(subs) * 'HI'}", len(subs), *(v for s in subs for v in s))
 
 
 def _crypto_boxes(entries: list[bytes], subsamples: bool) -> bytes:
