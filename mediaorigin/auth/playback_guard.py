@@ -26,9 +26,17 @@ from .geo import GeoIP
 from .ratelimit import RateLimiter
 from .rules import AccessRules, RequestInfo, evaluate, rules_from_dict
 from .signed_urls import verify_signed
-from .tokens import Keyring, PlaybackClaims, SigningKey, parse_hs256_secret
+from .tokens import (
+    MIN_HS256_SECRET,
+    Keyring,
+    PlaybackClaims,
+    SigningKey,
+    parse_hs256_secret,
+    parse_kid_secret,
+)
 
 RATE_BURST = 10  # a player fetches a playlist and a few segments at once
+MERGED_RULES_KEPT = 10_000
 
 
 class AccessDenied(ClientError):
@@ -52,6 +60,9 @@ class PlaybackGuard:
                  limiter: RateLimiter | None,
                  organization_rules: dict[str, AccessRules] | None = None) -> None:
         self.organization_rules = organization_rules or {}
+        # media id -> ((its access JSON, its organization), the merged rules): parsing and
+        # merging happen once per change of a media item's rules, not on every segment.
+        self._merged: dict[str, tuple[tuple[Any, str | None], AccessRules]] = {}
         self.mode = mode
         self.keyring = keyring
         self.url_secrets = url_secrets
@@ -128,12 +139,7 @@ class PlaybackGuard:
         if self.limiter is not None and not self.limiter.allow(str(ip), now):
             raise AccessDenied("rate_limited", "too many requests; slow down", 429)
         grant = self._credentials(request, media_id, str(ip), now)
-        layers = [self.rules]  # global, then the organization's, then the media item's
-        if organization_id in self.organization_rules:
-            layers.append(self.organization_rules[organization_id])
-        if media_access:
-            layers.append(rules_from_dict(media_access))
-        rules = AccessRules.merge(*layers) if len(layers) > 1 else self.rules
+        rules = self._rules_for(media_id, media_access, organization_id)
         country = self.geo.country(ip) if self.geo is not None else None
         denial = evaluate(rules, RequestInfo(ip, country, request.headers.get("Referer"),
                                              request.headers.get("Origin"), now))
@@ -145,13 +151,27 @@ class PlaybackGuard:
         return grant
 
 
+    def _rules_for(self, media_id: str, media_access: dict[str, Any] | None,
+                   organization_id: str | None) -> AccessRules:
+        """Global, then the organization's, then the media item's rules, merged."""
+        hit = self._merged.get(media_id)
+        if hit is not None and hit[0] == (media_access, organization_id):
+            return hit[1]
+        layers = [self.rules]
+        if organization_id in self.organization_rules:
+            layers.append(self.organization_rules[organization_id])
+        if media_access:
+            layers.append(rules_from_dict(media_access))
+        rules = AccessRules.merge(*layers) if len(layers) > 1 else self.rules
+        if len(self._merged) >= MERGED_RULES_KEPT:
+            self._merged.clear()
+        self._merged[media_id] = ((media_access, organization_id), rules)
+        return rules
+
+
 def _kid_secret(spec: str) -> tuple[str, bytes]:
-    """`kid:base64secret` (auth.signed_url_secrets)."""
-    kid, _, text = spec.strip().partition(":")
-    try:
-        secret = base64.b64decode(text, validate=True)
-    except ValueError:
-        raise ValueError(f"signed URL secret {kid!r} is not base64") from None
-    if not kid or len(secret) < 32:
-        raise ValueError("signed URL secrets are kid:base64 of at least 32 bytes")
+    """`kid:base64secret` of auth.signed_url_secrets, at least 32 bytes like token secrets."""
+    kid, secret = parse_kid_secret(spec, "signed URL secret")
+    if len(secret) < MIN_HS256_SECRET:
+        raise ValueError(f"signed URL secrets need at least {MIN_HS256_SECRET} bytes")
     return kid, secret

@@ -181,17 +181,22 @@ def generate_eddsa(kid: str) -> SigningKey:
     return SigningKey(kid, "EdDSA", Ed25519PrivateKey.generate())
 
 
-def parse_hs256_secret(spec: str) -> SigningKey:
-    """`kid:secret`, the secret in base64 (standard or URL-safe, padding optional)."""
+def parse_kid_secret(spec: str, what: str = "HS256 secret") -> tuple[str, bytes]:
+    """`kid:secret`, the secret in base64 (standard or URL-safe, padding optional): how
+    every shared secret of the config is written (token secrets, signed URL secrets)."""
     kid, sep, text = spec.strip().partition(":")
     if not sep or not kid:
-        raise ValueError("HS256 secrets are configured as kid:base64secret")
+        raise ValueError(f"{what}s are configured as kid:base64secret")
     text = text.strip().translate(str.maketrans("-_", "+/")).rstrip("=")
     try:
         secret = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError(f"HS256 secret {kid!r} is not base64") from None
-    return SigningKey.hs256(kid, secret)
+        raise ValueError(f"{what} {kid!r} is not base64") from None
+    return kid, secret
+
+
+def parse_hs256_secret(spec: str) -> SigningKey:
+    return SigningKey.hs256(*parse_kid_secret(spec))
 
 
 class Keyring:
