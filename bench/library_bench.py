@@ -35,8 +35,6 @@ import platform
 import re
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +43,8 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+
+from benchlib import cpu_model, first_line, free_port, machine_cpu_seconds, ok, say, stop
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -95,9 +95,6 @@ AIM_PLAYABLE_S = 2.0  # upload response -> first segment
 T_START = time.perf_counter()
 
 
-def say(msg: str) -> None:
-    """Progress goes to stderr so stdout holds only the report."""
-    print(f"[{time.perf_counter() - T_START:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 # --- tools ------------------------------------------------------------------------------------
@@ -116,28 +113,13 @@ except ImportError as e:
           "(tuspy comes with the test extras)", file=sys.stderr)
     sys.exit(2)
 
+
 from mediaorigin.processing.ladder import plan_ladder  # noqa: E402
 from mediaorigin.processing.transcode import (  # noqa: E402
     AudioSettings,
     VideoSettings,
     transcode_ladder,
 )
-
-
-def first_line(cmd: list[str]) -> str:
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    return ((p.stdout or "") + (p.stderr or "")).strip().splitlines()[0]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
 
 ENV_INFO = {
     "cpus": os.cpu_count(),
@@ -159,11 +141,6 @@ except Exception:  # only informative
 # --- small helpers ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1: bind port 0 and let the kernel choose."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def mb_s(nbytes: int, seconds: float) -> float:
@@ -200,11 +177,6 @@ def children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def machine_cpu_seconds() -> float:
-    """Busy CPU time of the whole machine (all cores), from the first line of /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 class Usage:
@@ -256,18 +228,6 @@ def drop_dirty() -> None:
     os.sync()
 
 
-def stop(proc: subprocess.Popen | None) -> None:
-    """SIGTERM to the process group of a server this script started, SIGKILL after 10 s."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-    except ProcessLookupError:
-        pass
 
 
 def ffmpeg(cmd: list[str], timeout: float = 3600) -> None:
@@ -801,8 +761,6 @@ finally:
 # ours / peer; time: peer / ours). "other" is the CPU the rest of the machine used meanwhile.
 
 
-def ok(good: bool) -> str:
-    return "OK" if good else "MISS"
 
 
 NOISY_PCT = 25.0  # "other" CPU above this (% of one core): another workload competed

@@ -29,14 +29,25 @@ import platform
 import re
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchlib import (
+    cpu_model,
+    first_line,
+    free_port,
+    get,
+    machine_cpu_seconds,
+    ms,
+    ok,
+    pct,
+    say,
+    stop,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -73,9 +84,6 @@ AIM_NGINX_RATIO = 0.8
 T_START = time.perf_counter()
 
 
-def say(msg: str) -> None:
-    """Progress goes to stderr so stdout holds only the report."""
-    print(f"[{time.perf_counter() - T_START:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 # --- tools ------------------------------------------------------------------------------------
@@ -99,19 +107,8 @@ if not MEDIAORIGIN.exists():
 WRK, NGINX, FFMPEG = TOOLS["wrk"], TOOLS["nginx"], TOOLS["ffmpeg"]
 
 
-def first_line(cmd: list[str]) -> str:
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    return ((p.stdout or "") + (p.stderr or "")).strip().splitlines()[0]
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 ENV_INFO = {
@@ -134,37 +131,18 @@ except ImportError as e:  # the origin itself would fail the same way; say so ea
     print(f"the venv lacks a dependency ({e}); run scripts/install-deps.sh", file=sys.stderr)
     sys.exit(2)
 
+
 from mediaorigin.packaging.mp4 import serial  # noqa: E402  (after the dependency check)
 from mediaorigin.packaging.mp4.index import index_file  # noqa: E402
 
 # --- small helpers ----------------------------------------------------------------------------
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1: bind port 0 and let the kernel choose."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); with few samples p99 is the maximum."""
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 100)) - 1))
-    return ordered[k]
 
 
-def ms(seconds: float) -> float:
-    return seconds * 1000.0
 
 
-def get(conn: http.client.HTTPConnection, path: str) -> bytes:
-    """One GET on a keep-alive connection; anything but 200 stops the bench."""
-    conn.request("GET", path)
-    resp = conn.getresponse()
-    body = resp.read()
-    if resp.status != 200:
-        raise RuntimeError(f"GET {path}: HTTP {resp.status}: {body[:200]!r}")
-    return body
 
 
 def listening_sockets(port: int) -> int:
@@ -211,11 +189,6 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def machine_cpu_seconds() -> float:
-    """Busy CPU time of the whole machine (all cores), from the first line of /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -230,19 +203,6 @@ def rss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
-def stop(proc: subprocess.Popen | None) -> None:
-    """Stop a server started by this script: SIGTERM to its own process group (the origin
-    forwards it to its workers), SIGKILL if it does not exit within 10 s."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-    except ProcessLookupError:
-        pass
 
 
 RUNNING: list[subprocess.Popen] = []  # every server we start, stopped in the final `finally`
@@ -356,7 +316,7 @@ try:
         "MEDIAORIGIN_STORAGE_CACHE_DIR": str(TMP / "cache-import"),
         "MEDIAORIGIN_DEMO_ENABLED": "false",
     })
-    out = subprocess.run([str(MEDIAORIGIN), "import", str(mezz), "--title", "bench mezzanine",
+    out = subprocess.run([str(MEDIAORIGIN), "import", "--ladder", str(mezz), "--title", "bench mezzanine",
                           "--config", str(config_file)],
                          env=BASE_ENV, capture_output=True, text=True)
     if out.returncode != 0:
@@ -678,8 +638,6 @@ finally:
 # beside it. "Aim" columns say OK or MISS against the targets in the brief.
 
 
-def ok(good: bool) -> str:
-    return "OK" if good else "MISS"
 
 
 NOISY_PCT = 25.0  # "other" CPU above this (% of one core): something else competed

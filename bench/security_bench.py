@@ -36,14 +36,25 @@ import pstats
 import re
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchlib import (
+    cpu_model,
+    first_line,
+    free_port,
+    get,
+    machine_cpu_seconds,
+    ms,
+    ok,
+    pct,
+    say,
+    stop,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -78,9 +89,6 @@ AIM_TOKEN_RATIO = 0.91  # token-mode req/s / open req/s, at least (i.e. <= 1.1x 
 T_START = time.perf_counter()
 
 
-def say(msg: str) -> None:
-    """Progress goes to stderr so stdout holds only the report."""
-    print(f"[{time.perf_counter() - T_START:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 # --- tools ------------------------------------------------------------------------------------
@@ -106,6 +114,7 @@ except ImportError as e:
     print(f"the venv lacks a dependency ({e}); run scripts/install-deps.sh", file=sys.stderr)
     sys.exit(2)
 
+
 from mediaorigin.auth.keystore import ContentKey  # noqa: E402
 from mediaorigin.auth.tokens import AUDIENCE, Keyring, parse_hs256_secret  # noqa: E402
 from mediaorigin.origin import protection  # noqa: E402
@@ -114,22 +123,6 @@ from mediaorigin.packaging.fmp4.writer import media_segment  # noqa: E402
 from mediaorigin.packaging.mp4.index import index_file  # noqa: E402
 from mediaorigin.packaging.runs import assemble, read_plan, sample_run  # noqa: E402
 from mediaorigin.packaging.segmenter import build_presentation  # noqa: E402
-
-
-def first_line(cmd: list[str]) -> str:
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    return ((p.stdout or "") + (p.stderr or "")).strip().splitlines()[0]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
 
 ENV_INFO = {
     "cpus": os.cpu_count(),
@@ -149,31 +142,12 @@ ENV_INFO = {
 # --- small helpers (the same as origin_bench.py's) --------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); with few samples p99 is the maximum."""
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 100)) - 1))
-    return ordered[k]
 
 
-def ms(seconds: float) -> float:
-    return seconds * 1000.0
 
 
-def get(conn: http.client.HTTPConnection, path: str) -> bytes:
-    """One GET on a keep-alive connection; anything but 200 stops the bench."""
-    conn.request("GET", path)
-    resp = conn.getresponse()
-    body = resp.read()
-    if resp.status != 200:
-        raise RuntimeError(f"GET {path}: HTTP {resp.status}: {body[:200]!r}")
-    return body
 
 
 def status_of(conn: http.client.HTTPConnection, path: str) -> int:
@@ -202,24 +176,8 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def machine_cpu_seconds() -> float:
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def stop(proc: subprocess.Popen | None) -> None:
-    """SIGTERM to the server's own process group, SIGKILL if it does not exit within 10 s."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-    except ProcessLookupError:
-        pass
 
 
 RUNNING: list[subprocess.Popen] = []  # every server we start, stopped in the final `finally`
@@ -663,8 +621,6 @@ finally:
 # === 4. Report ==================================================================================
 
 
-def ok(good: bool) -> str:
-    return "OK" if good else "MISS"
 
 
 NOISY_PCT = 25.0

@@ -1,0 +1,90 @@
+"""Helpers every bench script shares: progress lines, machine facts, ports, percentiles,
+HTTP fetches, CPU accounting and stopping the servers a script started."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+T_START = time.perf_counter()
+
+
+def say(msg: str) -> None:
+    """Progress goes to stderr so stdout holds only the report."""
+    print(f"[{time.perf_counter() - T_START:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def first_line(cmd: list[str]) -> str:
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    return ((p.stdout or "") + (p.stderr or "")).strip().splitlines()[0]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1: bind port 0 and let the kernel choose."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); with few samples p99 is the maximum."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, int(-(-q * len(ordered) // 100)) - 1))
+    return ordered[k]
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def get(conn: http.client.HTTPConnection, path: str) -> bytes:
+    """One GET on a keep-alive connection; anything but 200 stops the bench."""
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    body = resp.read()
+    if resp.status != 200:
+        raise RuntimeError(f"GET {path}: HTTP {resp.status}: {body[:200]!r}")
+    return body
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine (all cores), from the first line of /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    """Stop a server started by this script: SIGTERM to its own process group (the origin
+    forwards it to its workers), SIGKILL if it does not exit within 10 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    except ProcessLookupError:
+        pass
+
+
+def ok(good: bool) -> str:
+    return "OK" if good else "MISS"
