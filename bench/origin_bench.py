@@ -316,8 +316,8 @@ try:
         "MEDIAORIGIN_STORAGE_CACHE_DIR": str(TMP / "cache-import"),
         "MEDIAORIGIN_DEMO_ENABLED": "false",
     })
-    out = subprocess.run([str(MEDIAORIGIN), "import", "--ladder", str(mezz), "--title", "bench mezzanine",
-                          "--config", str(config_file)],
+    out = subprocess.run([str(MEDIAORIGIN), "import", "--ladder", str(mezz),
+                          "--title", "bench mezzanine", "--config", str(config_file)],
                          env=BASE_ENV, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"mediaorigin import failed: {out.stderr[-2000:]}")
