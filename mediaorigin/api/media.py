@@ -69,12 +69,11 @@ def record(request: web.Request, media: Media) -> dict[str, Any]:
     return media.to_json(request.config_dict[PUBLIC_URL])
 
 
-def status_of(media: Media) -> dict[str, Any]:
+def status_of(media_id: str, media_status: str, job: Job | None) -> dict[str, Any]:
     """GET .../status: processing|ready|failed with the latest job's stage and progress."""
-    job = media.latest_job
-    status = "ready" if media.status == "archived" else media.status
+    status = "ready" if media_status == "archived" else media_status
     return {
-        "id": media.id, "status": status, "mediaStatus": media.status,
+        "id": media_id, "status": status, "mediaStatus": media_status,
         "jobId": job.id if job else None, "jobStatus": job.status if job else None,
         "stage": job.stage if job else None,
         "percentage": round(job.percentage, 1) if job else None,
@@ -213,7 +212,8 @@ async def add_captions(request: web.Request) -> web.Response:
 
 async def media_status(request: web.Request) -> web.Response:
     _require(request, "read")
-    return web.json_response(status_of(await visible_media(request)))
+    media = await visible_media(request)
+    return web.json_response(status_of(media.id, media.status, media.latest_job))
 
 
 async def purge_version(request: web.Request) -> web.Response:
@@ -237,17 +237,17 @@ async def media_events(request: web.Request) -> web.StreamResponse:
     settle_by: float | None = None
     n = 0
     while not stopping.is_set():
-        current = await library.get_media(media.id)
+        current = await library.media_state(media.id)
         if current is None:
             await resp.write(b"event: deleted\ndata: {}\n\n")
             break
-        state = status_of(current)
+        media_status, job = current
+        state = status_of(media.id, media_status, job)
         if state != last:
             n += 1
             await resp.write(f"id: {n}\nevent: progress\ndata: {json.dumps(state)}\n\n".encode())
             last, sent_at = state, time.monotonic()
-        job = current.latest_job
-        if job is not None and job.finished and current.status == "processing":
+        if job is not None and job.finished and media_status == "processing":
             # The job's end and the media status it leads to (ready/failed) are separate
             # writes: wait for the status, so that `done` never reports "processing".
             settle_by = settle_by or time.monotonic() + SSE_SETTLE

@@ -251,6 +251,18 @@ class Library:
             result = await conn.execute(delete(m).where(m.c.id == media_id))
         return result.rowcount > 0
 
+    async def media_state(self, media_id: str) -> tuple[str, Job | None] | None:
+        """A media item's status and its latest job, without the rest of the record (what
+        a progress stream polls)."""
+        j = schema.jobs
+        async with self.engine.connect() as conn:
+            status = (await conn.execute(select(m.c.status).where(m.c.id == media_id))).scalar()
+            if status is None:
+                return None
+            row = (await conn.execute(select(j).where(j.c.media_id == media_id)
+                                      .order_by(j.c.created_at.desc()).limit(1))).first()
+        return status, _job(row) if row else None
+
     async def find_by_title(self, title: str) -> str | None:
         async with self.engine.connect() as conn:
             return (await conn.execute(select(m.c.id).where(m.c.title == title)
