@@ -125,6 +125,32 @@ class WebhooksConfig:
 
 
 @dataclass
+class IngestConfig:
+    rtmp_enabled: bool = True
+    rtmp_host: str = "127.0.0.1"
+    rtmp_port: int = 1935  # 0: any free port (tests)
+    rtmp_timeout: float = 10.0  # a publisher silent this long is dropped
+    rtmp_public_url: str = ""  # what /api/live answers; "": rtmp://<API host>:<port>/live
+    # WebRTC (WHIP): the local addresses ICE gathers candidates on (comma-separated);
+    # empty: every address of the machine.
+    webrtc_hosts: str = "127.0.0.1"
+    webrtc_keyframe_interval: float = 2.0  # seconds, for what WHIP ingest re-encodes
+
+
+@dataclass
+class LiveConfig:
+    dir: str = "var/live"  # segments of live streams (DVR and recordings in progress)
+    target_duration: float = 2.0  # seconds; segments are cut at the first keyframe after it
+    part_target: float = 0.5  # LL-HLS partial segments, seconds
+    window: int = 6  # segments in a live playlist without DVR
+    dvr_window: float = 7200.0  # default DVR depth, seconds (per stream: dvrWindow)
+    memory_segments: int = 12  # recent segments kept in memory; older ones are read from disk
+    reconnect_grace: float = 30.0  # a publisher back within this continues the same lecture
+    record: bool = True  # default for new streams
+    blocking_timeout: float = 6.0  # LL-HLS blocking reload gives up after this
+
+
+@dataclass
 class DemoConfig:
     enabled: bool = True  # generate and register a demo lecture at first start
     duration: float = 30.0
@@ -141,6 +167,8 @@ class Config:
     jobs: JobsConfig = field(default_factory=JobsConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     base_dir: Path = field(default_factory=Path.cwd)  # relative paths resolve against it
 
@@ -193,6 +221,9 @@ class Config:
             raise ConfigError("jobs.backend must be 'inprocess' or 'redis'")
         if self.jobs.concurrency < 1:
             raise ConfigError("jobs.concurrency must be at least 1")
+        if not 0.1 <= self.live.part_target <= self.live.target_duration <= 30:
+            raise ConfigError("live.part_target must be 0.1 s or more and at most "
+                              "live.target_duration, itself at most 30 s")
         if not 0.5 <= self.processing.keyframe_interval <= 20:
             raise ConfigError("processing.keyframe_interval must be between 0.5 and 20 seconds")
 

@@ -20,7 +20,8 @@ from mediaorigin.config import Config
 
 
 def make_config(root: Path, **sections: dict[str, object]) -> Config:
-    env = {"MEDIAORIGIN_DEMO_ENABLED": "false"}
+    # Tests never take the standard RTMP port: each origin listens on a free one.
+    env = {"MEDIAORIGIN_DEMO_ENABLED": "false", "MEDIAORIGIN_INGEST_RTMP_PORT": "0"}
     for section, values in sections.items():
         for key, value in values.items():
             env[f"MEDIAORIGIN_{section.upper()}_{key.upper()}"] = str(value)

@@ -155,3 +155,24 @@ audit_log = Table(
     Column("details", JSON, nullable=False),
     Index("ix_audit_media", "media_id", "id"),
 )
+
+live_streams = Table(
+    "live_streams", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("organization_id", String(64)),
+    Column("created_by", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # idle live ended
+    Column("record", Integer, nullable=False),  # 0/1
+    Column("dvr_window", Float, nullable=False),  # seconds, 0: sliding window only
+    Column("latency_mode", String(16), nullable=False),  # low normal
+    # SHA-256 of the RTMP stream key and the WHIP bearer token; the secrets are shown once.
+    Column("stream_key_hash", String(64), nullable=False, unique=True),
+    Column("whip_token_hash", String(64), nullable=False),
+    Column("recording_media_id", String(64)),
+    Column("access", JSON),  # playback access rules, as for media
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Index("ix_live_org", "organization_id", "created_at"),
+)

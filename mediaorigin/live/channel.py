@@ -1,0 +1,459 @@
+"""One live stream's packager: publishers' frames in, LL-HLS/HLS/DASH segments and parts out.
+
+A channel lives as long as the lecture. Each publisher connection is an `Epoch`; frames are
+cut into parts of every rendition at once (fMP4, the VOD writer), parts are joined into
+segments, completed segments go to disk (DVR beyond the memory window, and the recording),
+and playlist requests may wait for a part that does not exist yet (blocking reload,
+preload hints). Everything here runs on the event loop and never blocks it: disk writes go
+through one writer task in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..ingest.frames import Frame, TrackConfig
+from ..packaging.fmp4.reader import read_fragments
+from ..packaging.fmp4.writer import init_segment, media_segment
+from ..packaging.live.cutter import CutPart
+from ..packaging.live.window import LivePart, LiveRendition, LiveSegment, LiveWindow
+from ..packaging.model import MediaError, SampleRun, Track
+from ..packaging.ts.writer import write_ts_segment
+from .epoch import Epoch, EpochConfigChanged
+from .stats import IngestStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    target: float = 2.0
+    part_target: float = 0.5  # 0: no LL-HLS parts
+    window: int = 6  # segments listed without DVR
+    dvr_window: float = 0.0  # seconds; 0: sliding window of `window` segments
+    memory_segments: int = 12
+    blocking_timeout: float = 6.0
+
+
+@dataclass
+class EpochInfo:
+    number: int
+    channel_start: float
+    unix_start: float
+    tracks: dict[str, Track]  # rendition name -> track
+    inits: dict[str, bytes]
+
+
+@dataclass
+class _Segment:
+    meta: LiveSegment
+    parts: list[dict[str, bytes]] = field(default_factory=list)  # rendition -> part bytes
+    runs: list[tuple[SampleRun | None, SampleRun | None]] = field(default_factory=list)
+    data: dict[str, bytes] | None = None  # joined segment bytes, while in memory
+    ts: bytes | None = None
+
+
+class ChannelEnded(Exception):
+    pass
+
+
+class LiveChannel:
+    def __init__(self, live_id: str, settings: ChannelSettings, directory: Path,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.id = live_id
+        self.settings = settings
+        self.directory = directory
+        self.state = "idle"  # idle, live, reconnecting, ended
+        self.stats = IngestStats()
+        self.epochs: dict[int, EpochInfo] = {}
+        self.renditions: dict[str, LiveRendition] = {}
+        self._epoch: Epoch | None = None
+        self._configs: dict[str, TrackConfig] = {}
+        self._segments: deque[_Segment] = deque()
+        self._by_msn: dict[int, _Segment] = {}
+        self._next_msn = 0
+        self._discontinuities = 0  # before the first listed segment
+        self._fragment = 0
+        self._target_seen = math.ceil(settings.target)
+        self._changed = asyncio.Event()
+        self._writes: asyncio.Queue[tuple[Path, bytes] | None] = asyncio.Queue()
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self._removed_files: list[Path] = []
+        self.keep_files = True  # recording: segments leaving the window stay on disk
+        self.on_change = on_change
+        self.availability_start: float | None = None
+        self._segment_bits: dict[str, deque[tuple[float, int]]] = {}
+        self._rendered: dict[tuple, str] = {}
+        self._viewers: dict[str, float] = {}
+
+    # --- ingest ----------------------------------------------------------------------------
+
+    def begin_epoch(self) -> None:
+        """A publisher (re)connected: what it sends starts after a discontinuity."""
+        self._end_epoch()
+        number = max([*self.epochs, -1]) + 1
+        offset = self._timeline_end()
+        self._epoch = Epoch(number, offset, self.settings.target, self.settings.part_target,
+                            self._configs)
+        self.state = "live"
+
+    def on_track(self, config: TrackConfig) -> None:
+        self.stats.track(config)
+        if self._epoch is None:
+            return
+        try:
+            self._epoch.on_track(config)
+        except EpochConfigChanged:
+            self._configs[config.kind] = config
+            self.begin_epoch()
+            return
+        except MediaError as e:
+            log.warning("live %s: unusable %s configuration: %s", self.id, config.kind, e)
+            return
+        self._configs[config.kind] = config
+
+    def on_frame(self, frame: Frame) -> None:
+        self.stats.frame(frame)
+        if self._epoch is None or self.state == "ended":
+            return
+        was_started = self._epoch.started
+        parts = self._epoch.on_frame(frame)
+        if not was_started and self._epoch.started:
+            self._start_epoch_info(self._epoch, first_part=parts[0] if parts else None)
+        for part in parts:
+            self._add_part(part)
+
+    def publisher_gone(self) -> None:
+        """Cut what the publisher sent so far; the channel waits (reconnect grace)."""
+        self._end_epoch()
+        if self.state == "live":
+            self.state = "reconnecting"
+        self._notify()
+
+    async def end(self) -> None:
+        """No more publishers: close the last segment and flush every file to disk."""
+        self._end_epoch()
+        self.state = "ended"
+        self._notify()
+        await self._writes.put(None)
+        await self._writer
+
+    # --- building --------------------------------------------------------------------------
+
+    def _end_epoch(self) -> None:
+        if self._epoch is None:
+            return
+        epoch, self._epoch = self._epoch, None
+        for part in epoch.finish():
+            self._add_part(part)
+        self._complete_current()
+
+    def _timeline_end(self) -> float:
+        if not self._segments:
+            return 0.0
+        last = self._segments[-1].meta
+        return last.start + last.duration
+
+    def _start_epoch_info(self, epoch: Epoch, first_part: CutPart | None) -> None:
+        tracks: dict[str, Track] = {}
+        assert epoch.tracks is not None
+        if epoch.tracks.video is not None:
+            tracks["video"] = epoch.tracks.video
+        if epoch.tracks.audio is not None:
+            tracks["audio"] = epoch.tracks.audio
+        now = time.time()
+        start = float(epoch.offset)
+        info = EpochInfo(epoch.number, start, now, tracks,
+                         {name: init_segment(t) for name, t in tracks.items()})
+        self.epochs[epoch.number] = info
+        if self.availability_start is None:
+            self.availability_start = now - start
+        for name, t in tracks.items():
+            self._save(self._epoch_dir(epoch.number) / name / "init.mp4", info.inits[name])
+            old = self.renditions.get(name)
+            self.renditions[name] = LiveRendition(
+                name, t.kind, t.codec, t.timescale,
+                bandwidth=old.bandwidth if old else (4_000_000 if t.kind == "video" else 160_000),
+                average_bandwidth=old.average_bandwidth if old else 0)
+
+    def _add_part(self, part: CutPart) -> None:
+        epoch = self._current_epoch()
+        current = self._segments[-1] if self._segments else None
+        if current is None or current.meta.complete or part.new_segment or \
+                current.meta.epoch != epoch.number:
+            self._complete_current()
+            meta = LiveSegment(self._next_msn, epoch.number, part.start,
+                               epoch.unix_start + part.start - epoch.channel_start)
+            self._next_msn += 1
+            current = _Segment(meta)
+            self._segments.append(current)
+            self._by_msn[meta.msn] = current
+        data: dict[str, bytes] = {}
+        for name, run in (("video", part.video), ("audio", part.audio)):
+            if run is not None and name in epoch.tracks:
+                self._fragment += 1
+                data[name] = media_segment(run, self._fragment)
+        current.parts.append(data)
+        current.runs.append((part.video, part.audio))
+        current.meta.parts.append(LivePart(part.duration, part.independent))
+        self._notify()
+
+    def _current_epoch(self) -> EpochInfo:
+        number = self._epoch.number if self._epoch is not None else max(self.epochs)
+        return self.epochs[number]
+
+    def _complete_current(self) -> None:
+        if not self._segments or self._segments[-1].meta.complete:
+            return
+        seg = self._segments[-1]
+        seg.meta.complete = True
+        seg.data = {name: b"".join(p[name] for p in seg.parts if name in p)
+                    for name in self.epochs[seg.meta.epoch].tracks}
+        for name in seg.data:
+            runs = [r for pair in seg.runs for r in pair
+                    if r is not None and r.track.kind == self.renditions[name].kind]
+            if runs:
+                seg.meta.ticks[name] = (runs[0].base_time, sum(sum(r.durations) for r in runs))
+            self._save(self._segment_path(seg.meta.epoch, name, seg.meta.msn), seg.data[name])
+            self._measure(name, seg.meta.duration, len(seg.data[name]))
+        self._target_seen = max(self._target_seen, math.ceil(seg.meta.duration - 0.001))
+        self._trim()
+        self._notify()
+
+    def _measure(self, name: str, duration: float, size: int) -> None:
+        """Bandwidth for the master playlist: peak and average over the last segments."""
+        if duration <= 0:
+            return
+        window = self._segment_bits.setdefault(name, deque(maxlen=10))
+        window.append((duration, size * 8))
+        peak = max(bits / d for d, bits in window)
+        average = sum(bits for _, bits in window) / sum(d for d, _ in window)
+        r = self.renditions[name]
+        self.renditions[name] = LiveRendition(r.name, r.kind, r.codec, r.timescale,
+                                              int(peak * 1.1) + 1, int(average) + 1)
+
+    def _trim(self) -> None:
+        s = self.settings
+        complete = [seg for seg in self._segments if seg.meta.complete]
+        if s.dvr_window > 0:
+            end = self._timeline_end()
+            drop = sum(1 for seg in complete
+                       if end - (seg.meta.start + seg.meta.duration) > s.dvr_window)
+        else:
+            drop = max(0, len(complete) - max(s.window, 3))
+        for _ in range(drop):
+            old = self._segments.popleft()
+            del self._by_msn[old.meta.msn]
+            if self._segments and self._segments[0].meta.epoch != old.meta.epoch:
+                self._discontinuities += 1
+            if not self.keep_files:
+                for name in self.epochs[old.meta.epoch].tracks:
+                    self._unlink(self._segment_path(old.meta.epoch, name, old.meta.msn))
+        # Memory: recent segments keep their bytes; parts only while they can be listed.
+        in_memory = [seg for seg in self._segments if seg.meta.complete]
+        for seg in in_memory[: max(0, len(in_memory) - s.memory_segments)]:
+            seg.data = None
+            seg.ts = None
+            seg.runs = []
+        for seg in in_memory[: max(0, len(in_memory) - 4 * math.ceil(s.target / max(
+                s.part_target, 0.1)))]:
+            seg.parts = []
+
+    def _notify(self) -> None:
+        self._rendered.clear()
+        self._changed.set()
+        self._changed = asyncio.Event()
+        if self.on_change is not None:
+            self.on_change()
+
+    # --- disk --------------------------------------------------------------------------------
+
+    def _epoch_dir(self, epoch: int) -> Path:
+        return self.directory / f"e{epoch}"
+
+    def _segment_path(self, epoch: int, name: str, msn: int) -> Path:
+        return self._epoch_dir(epoch) / name / f"{msn}.m4s"
+
+    def _save(self, path: Path, data: bytes) -> None:
+        self._writes.put_nowait((path, data))
+
+    def _unlink(self, path: Path) -> None:
+        self._writes.put_nowait((path, b""))
+
+    async def _write_loop(self) -> None:
+        while True:
+            item = await self._writes.get()
+            if item is None:
+                return
+            path, data = item
+            try:
+                await asyncio.to_thread(_write_file, path, data)
+            except OSError as e:
+                log.error("live %s: cannot write %s: %s", self.id, path.name, e)
+
+    async def discard_files(self) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.directory, True)
+
+    # --- playback ----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return any(seg.meta.parts for seg in self._segments)
+
+    def window(self) -> LiveWindow:
+        return LiveWindow(
+            segments=[seg.meta for seg in self._segments if seg.meta.parts],
+            renditions=list(self.renditions.values()),
+            target_duration=self._target_seen,
+            part_target=self.settings.part_target,
+            ended=self.state == "ended",
+            discontinuity_sequence=self._discontinuities,
+            availability_start=self.availability_start or time.time(),
+            epoch_starts={n: (e.channel_start, e.unix_start) for n, e in self.epochs.items()},
+            dvr_depth=self.settings.dvr_window or self.settings.window * self.settings.target,
+        )
+
+    def rendered(self, key: tuple, render: Callable[[LiveWindow], str]) -> str:
+        """A playlist rendered once per channel state and key (rendition, query...)."""
+        text = self._rendered.get(key)
+        if text is None:
+            if len(self._rendered) > 4096:
+                self._rendered.clear()
+            text = self._rendered[key] = render(self.window())
+        return text
+
+    def viewer(self, who: str) -> None:
+        self._viewers[who] = time.monotonic()
+
+    def viewers(self, within: float = 15.0) -> int:
+        """Distinct viewers (token, else address) that fetched something lately."""
+        now = time.monotonic()
+        for who in [w for w, t in self._viewers.items() if now - t > within]:
+            del self._viewers[who]
+        return len(self._viewers)
+
+    def has(self, msn: int, part: int | None) -> bool:
+        """Does the playlist already hold segment `msn` (complete) or its part `part`?"""
+        last = self._segments[-1].meta if self._segments else None
+        if last is None:
+            return False
+        if msn < last.msn:
+            return True
+        if msn > last.msn:
+            return False
+        return last.complete if part is None else (len(last.parts) > part or last.complete)
+
+    def too_far(self, msn: int) -> bool:
+        """A blocking request more than two segments ahead is refused (400)."""
+        last = self._segments[-1].meta.msn if self._segments else -1
+        return msn > last + 2
+
+    async def wait_for(self, msn: int, part: int | None, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.has(msn, part):
+            if self.state == "ended":
+                return False
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True
+
+    async def wait_changed(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def init(self, name: str, epoch: int) -> bytes | None:
+        info = self.epochs.get(epoch)
+        return info.inits.get(name) if info is not None else None
+
+    def part(self, name: str, msn: int, index: int) -> bytes | None:
+        seg = self._by_msn.get(msn)
+        if seg is None or index >= len(seg.parts):
+            return None
+        return seg.parts[index].get(name)
+
+    async def segment(self, name: str, msn: int) -> bytes | None:
+        seg = self._by_msn.get(msn)
+        if seg is None or not seg.meta.complete or name not in self.epochs[seg.meta.epoch].tracks:
+            return None
+        if seg.data is not None:
+            return seg.data.get(name)
+        path = self._segment_path(seg.meta.epoch, name, msn)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except OSError:
+            return None
+
+    async def ts_segment(self, msn: int) -> bytes | None:
+        seg = self._by_msn.get(msn)
+        if seg is None or not seg.meta.complete:
+            return None
+        if seg.ts is not None:
+            return seg.ts
+        tracks = self.epochs[seg.meta.epoch].tracks
+        if seg.runs:
+            video = _merge([v for v, _ in seg.runs if v is not None])
+            audio = _merge([a for _, a in seg.runs if a is not None])
+        else:
+            video = audio = None
+            for name, track in tracks.items():
+                raw = await self.segment(name, msn)
+                if raw is None:
+                    return None
+                run = await asyncio.to_thread(read_fragments, raw, track)
+                if track.kind == "video":
+                    video = run
+                else:
+                    audio = run
+        data = await asyncio.to_thread(write_ts_segment, video if video and video.sizes else None,
+                                       audio if audio and audio.sizes else None, sequence=msn)
+        if seg.data is not None:
+            seg.ts = data
+        return data
+
+    def segment_files(self) -> dict[int, dict[str, list[Path]]]:
+        """Per epoch, per rendition: the segment files in order (for the recording)."""
+        found: dict[int, dict[str, list[Path]]] = {}
+        for number, info in self.epochs.items():
+            for name in info.tracks:
+                folder = self._epoch_dir(number) / name
+                files = sorted(folder.glob("*.m4s"), key=lambda p: int(p.stem))
+                found.setdefault(number, {})[name] = files
+        return found
+
+
+def _merge(runs: list[SampleRun]) -> SampleRun | None:
+    if not runs:
+        return None
+    first = runs[0]
+    cts: list[int] | None = None
+    if any(r.cts_offsets for r in runs):
+        cts = [c for r in runs for c in (r.cts_offsets or [0] * len(r.sizes))]
+    return SampleRun(first.track, first.base_time, [d for r in runs for d in r.durations],
+                     [s for r in runs for s in r.sizes], cts,
+                     [s for r in runs for s in r.sync], b"".join(r.data for r in runs))
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    if not data:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

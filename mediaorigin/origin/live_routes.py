@@ -1,0 +1,161 @@
+"""Live playback routes under /live/{id}: LL-HLS, HLS (TS) and DASH, thin over `LiveChannel`.
+
+Every request is authorized like VOD (token or signed URL, then the stream's access rules).
+Playlists honour blocking reload (`_HLS_msn`, `_HLS_part`) and delta updates (`_HLS_skip`);
+a part or segment that is announced but not yet there (the preload hint) is held until it
+exists. Rendered playlists are cached per channel state, so a crowd of viewers waiting on the
+same part costs one rendering.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from ..errors import ClientError
+from ..live.channel import LiveChannel
+from ..live.hub import LiveHub
+from ..packaging.dash.live import live_mpd
+from ..packaging.hls import live as hls
+from .routes import GUARD, VIEWERS
+
+LIVE_HUB = web.AppKey("live_hub", LiveHub)
+LIVE_ID = r"{live_id:live_[A-Za-z0-9_-]{1,64}}"
+PLAYLIST = "application/vnd.apple.mpegurl"
+SEGMENT_CACHE = "public, max-age=86400, immutable"
+HLS_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
+
+
+def _query(request: web.Request) -> str:
+    """The entry manifest's query carried onto child URLs, without blocking-reload params."""
+    return urlencode(sorted((k, v) for k, v in request.rel_url.query.items()
+                            if k not in HLS_PARAMS))
+
+
+async def _authorized(request: web.Request) -> LiveChannel:
+    guard = request.app[GUARD]
+    guard.precheck(request)
+    live_id = request.match_info["live_id"]
+    hub = request.app[LIVE_HUB]
+    channel = hub.channels.get(live_id)
+    stream = hub.streams.get(live_id)
+    if channel is None or stream is None:
+        raise ClientError(404, "live_not_started", "this live stream has not started")
+    grant = guard.authorize(request, live_id, stream.access, stream.organization_id)
+    await request.app[VIEWERS].admit(grant, request.rel_url.query.get("token"))
+    channel.viewer(request.rel_url.query.get("token") or request.remote or "")
+    if not channel.ready:
+        raise ClientError(404, "live_not_started", "the stream has no media yet")
+    return channel
+
+
+def _int_param(request: web.Request, name: str) -> int | None:
+    raw = request.rel_url.query.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise ClientError(400, "invalid_parameter", f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+def _playlist(text: str, *, blocking: bool) -> web.Response:
+    # A blocking request's URL names the state it waited for, so its answer may be cached
+    # (CDN request collapsing); a plain reload must be revalidated.
+    cache = "public, max-age=60" if blocking else "no-cache"
+    return web.Response(text=text, content_type=PLAYLIST, charset="utf-8",
+                        headers={"Cache-Control": cache})
+
+
+async def _block(request: web.Request, channel: LiveChannel) -> bool:
+    msn = _int_param(request, "_HLS_msn")
+    part = _int_param(request, "_HLS_part")
+    if part is not None and msn is None:
+        raise ClientError(400, "invalid_parameter", "_HLS_part needs _HLS_msn")
+    if msn is None:
+        return False
+    if channel.too_far(msn):
+        raise ClientError(400, "too_far_ahead",
+                          "_HLS_msn is more than two segments beyond the playlist")
+    if not await channel.wait_for(msn, part, channel.settings.blocking_timeout):
+        if channel.state != "ended":
+            raise ClientError(503, "not_yet_available",
+                              "the requested segment or part did not arrive in time")
+    return True
+
+
+async def entry(request: web.Request) -> web.Response:
+    channel = await _authorized(request)
+    name = request.match_info["name"]
+    query = _query(request)
+    if name == "manifest.mpd":
+        return web.Response(text=live_mpd(channel.window(), query, time.time()),
+                            content_type="application/dash+xml", charset="utf-8",
+                            headers={"Cache-Control": "no-cache"})
+    text = channel.rendered(("master", name, query),
+                            lambda w: hls.master(w, query, ts=name == "master-ts.m3u8"))
+    return _playlist(text, blocking=False)
+
+
+async def media_playlist(request: web.Request) -> web.Response:
+    channel = await _authorized(request)
+    rendition = request.match_info["rendition"]
+    ts = rendition == "ts"
+    if not ts and rendition not in channel.renditions:
+        raise ClientError(404, "not_found", "no such rendition")
+    blocking = await _block(request, channel)
+    skip = request.rel_url.query.get("_HLS_skip") in ("YES", "v2")
+    query = _query(request)
+    text = channel.rendered(
+        ("media", rendition, query, skip),
+        lambda w: hls.media(w, rendition, query, ts=ts, skip=skip))
+    return _playlist(text, blocking=blocking)
+
+
+async def media_file(request: web.Request) -> web.Response:
+    channel = await _authorized(request)
+    rendition, name = request.match_info["rendition"], request.match_info["file"]
+    stem, _, ext = name.rpartition(".")
+    numbers = stem.split(".")
+    if not all(n.isdigit() and len(n) < 10 for n in numbers) or not numbers:
+        raise ClientError(404, "not_found", "no such file")
+    if ext == "mp4" or stem.startswith("init-"):
+        raise ClientError(404, "not_found", "no such file")
+    msn, part = int(numbers[0]), (int(numbers[1]) if len(numbers) == 2 else None)
+    if len(numbers) > 2 or (rendition == "ts") != (ext == "ts") or ext not in ("m4s", "ts"):
+        raise ClientError(404, "not_found", "no such file")
+    if not channel.has(msn, part) and not channel.too_far(msn):
+        # Announced by a preload hint (or about to be): hold the request until it exists.
+        await channel.wait_for(msn, part, channel.settings.blocking_timeout)
+    if ext == "ts":
+        data = await channel.ts_segment(msn) if part is None else None
+        content_type = "video/mp2t"
+    elif part is None:
+        data = await channel.segment(rendition, msn)
+        content_type = "video/iso.segment"
+    else:
+        data = channel.part(rendition, msn, part)
+        content_type = "video/iso.segment"
+    if data is None:
+        raise ClientError(404, "not_found", "no such segment or part")
+    return web.Response(body=data, content_type=content_type,
+                        headers={"Cache-Control": SEGMENT_CACHE})
+
+
+async def init_file(request: web.Request) -> web.Response:
+    channel = await _authorized(request)
+    data = channel.init(request.match_info["rendition"], int(request.match_info["epoch"]))
+    if data is None:
+        raise ClientError(404, "not_found", "no such initialization segment")
+    return web.Response(body=data, content_type="video/mp4",
+                        headers={"Cache-Control": SEGMENT_CACHE})
+
+
+def add_live_routes(app: web.Application) -> None:
+    base = f"/live/{LIVE_ID}"
+    app.router.add_get(base + r"/{name:master\.m3u8|master-ts\.m3u8|manifest\.mpd}", entry)
+    app.router.add_get(base + r"/{rendition:video|audio|ts}/index.m3u8", media_playlist)
+    app.router.add_get(base + r"/{rendition:video|audio}/init-{epoch:\d{1,6}}.mp4", init_file)
+    app.router.add_get(base + r"/{rendition:video|audio|ts}/{file:[0-9.]{1,24}(?:m4s|ts)}",
+                       media_file)

@@ -1,0 +1,133 @@
+"""Live HLS playlists: Low-Latency HLS media playlists with parts, TS playlists, masters.
+
+Pure text from a `LiveWindow`. Parts are listed for the segments of the last three target
+durations (older parts are no longer addressable in the playlist), a PRELOAD-HINT names the
+next part, RENDITION-REPORTs the other renditions' newest part, and `skip` replaces old
+segments by EXT-X-SKIP for delta updates (CAN-SKIP-UNTIL = 6 target durations).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ..live.window import LiveSegment, LiveWindow
+
+PART_HOLD_BACK_PARTS = 3.0  # PART-HOLD-BACK in part targets (the spec's recommendation)
+SKIP_TARGETS = 6  # CAN-SKIP-UNTIL in target durations
+
+
+def master(w: LiveWindow, query: str, *, ts: bool) -> str:
+    q = f"?{query}" if query else ""
+    video = next((r for r in w.renditions if r.kind == "video"), None)
+    audio = next((r for r in w.renditions if r.kind == "audio"), None)
+    lines = ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    if ts:
+        main = video or audio
+        assert main is not None
+        codecs = ",".join(r.codec.codec for r in (video, audio) if r is not None)
+        bandwidth = sum(r.bandwidth for r in (video, audio) if r is not None)
+        attrs = [f"BANDWIDTH={bandwidth}", f'CODECS="{codecs}"']
+        if video is not None and video.codec.width:
+            attrs.append(f"RESOLUTION={video.codec.width}x{video.codec.height}")
+        lines += [f"#EXT-X-STREAM-INF:{','.join(attrs)}", f"ts/index.m3u8{q}"]
+        return "\n".join(lines) + "\n"
+    if video is None:
+        assert audio is not None
+        lines += [f'#EXT-X-STREAM-INF:BANDWIDTH={audio.bandwidth},CODECS="{audio.codec.codec}"',
+                  f"{audio.name}/index.m3u8{q}"]
+        return "\n".join(lines) + "\n"
+    attrs = [f"BANDWIDTH={video.bandwidth + (audio.bandwidth if audio else 0)}",
+             f"AVERAGE-BANDWIDTH={video.average_bandwidth + (audio.average_bandwidth if audio else 0)}",
+             'CODECS="' + ",".join(r.codec.codec for r in (video, audio) if r is not None) + '"']
+    if video.codec.width:
+        attrs.append(f"RESOLUTION={video.codec.width}x{video.codec.height}")
+    if audio is not None:
+        lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="{audio.name}",'
+                     f'DEFAULT=YES,AUTOSELECT=YES,URI="{audio.name}/index.m3u8{q}"')
+        attrs.append('AUDIO="audio"')
+    lines += [f"#EXT-X-STREAM-INF:{','.join(attrs)}", f"{video.name}/index.m3u8{q}"]
+    return "\n".join(lines) + "\n"
+
+
+def media(w: LiveWindow, rendition: str, query: str, *, ts: bool = False,
+          skip: bool = False) -> str:
+    """One rendition's playlist; `ts` lists muxed MPEG-TS segments (no parts)."""
+    q = f"?{query}" if query else ""
+    parts_on = w.part_target > 0 and not ts
+    version = 9 if parts_on else (3 if ts else 6)
+    head = ["#EXTM3U", f"#EXT-X-VERSION:{version}", f"#EXT-X-TARGETDURATION:{w.target_duration}"]
+    control = ["CAN-BLOCK-RELOAD=YES"]
+    if parts_on:
+        control += [f"PART-HOLD-BACK={_num(w.part_target * PART_HOLD_BACK_PARTS)}",
+                    f"CAN-SKIP-UNTIL={_num(w.target_duration * SKIP_TARGETS)}"]
+    head.append("#EXT-X-SERVER-CONTROL:" + ",".join(control))
+    if parts_on:
+        head.append(f"#EXT-X-PART-INF:PART-TARGET={_num(w.part_target)}")
+    segments = [s for s in w.segments if s.complete] if ts else w.segments
+    first = segments[0].msn if segments else 0
+    head += [f"#EXT-X-MEDIA-SEQUENCE:{first}",
+             f"#EXT-X-DISCONTINUITY-SEQUENCE:{w.discontinuity_sequence}",
+             "#EXT-X-INDEPENDENT-SEGMENTS"]
+    body: list[str] = []
+    skipped = 0
+    if skip and parts_on and not w.ended:
+        limit = w.target_duration * SKIP_TARGETS
+        end = segments[-1].start + segments[-1].duration if segments else 0.0
+        # Epoch changes must stay visible (MAP, DISCONTINUITY), so only skip within the
+        # newest epoch.
+        last_epoch = segments[-1].epoch if segments else 0
+        while skipped < len(segments) and segments[skipped].complete and \
+                segments[skipped].epoch == last_epoch and \
+                end - segments[skipped].start > limit:
+            skipped += 1
+        if skipped:
+            body.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")
+    newest = segments[-1].start + segments[-1].duration if segments else 0.0
+    parts_from = newest - 3 * w.target_duration
+    previous_epoch: int | None = segments[skipped - 1].epoch if skipped else None
+    ext = "ts" if ts else "m4s"
+    for s in segments[skipped:]:
+        if s.epoch != previous_epoch:
+            if previous_epoch is not None:
+                body.append("#EXT-X-DISCONTINUITY")
+            if not ts:
+                body.append(f'#EXT-X-MAP:URI="init-{s.epoch}.mp4{q}"')
+            previous_epoch = s.epoch
+        body.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(s.wallclock)}")
+        if parts_on and s.start + s.duration > parts_from:
+            for i, p in enumerate(s.parts):
+                independent = ",INDEPENDENT=YES" if p.independent else ""
+                body.append(f'#EXT-X-PART:DURATION={p.duration:.5f},'
+                            f'URI="{s.msn}.{i}.{ext}{q}"{independent}')
+        if s.complete:
+            body += [f"#EXTINF:{s.duration:.5f},", f"{s.msn}.{ext}{q}"]
+    if w.ended:
+        body.append("#EXT-X-ENDLIST")
+    elif parts_on and segments:
+        nxt_msn, nxt_part = next_part(segments[-1])
+        body.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{nxt_msn}.{nxt_part}.{ext}{q}"')
+        for other in w.renditions:
+            if other.name != rendition:
+                msn, part = last_part(segments[-1])
+                body.append(f'#EXT-X-RENDITION-REPORT:URI="../{other.name}/index.m3u8{q}",'
+                            f"LAST-MSN={msn},LAST-PART={part}")
+    return "\n".join(head + body) + "\n"
+
+
+def next_part(last: LiveSegment) -> tuple[int, int]:
+    return (last.msn + 1, 0) if last.complete else (last.msn, len(last.parts))
+
+
+def last_part(last: LiveSegment) -> tuple[int, int]:
+    if last.parts:
+        return last.msn, len(last.parts) - 1
+    return last.msn - 1, 0
+
+
+def _pdt(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def _num(x: float) -> str:
+    return f"{x:.3f}".rstrip("0").rstrip(".")
