@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from .api import context as api_context
+from .api import live as api_live
 from .api.app import create_api
 from .api.playback import jwks_document
 from .api.tus import EXPOSED_HEADERS as TUS_EXPOSED_HEADERS
@@ -26,11 +27,18 @@ from .auth.playback_guard import PlaybackGuard
 from .auth.viewers import ViewerSlots
 from .config import Config
 from .errors import ClientError
+from .library.importer import register_ladder
 from .library.repository import MediaQuery
 from .library.runtime import LibraryRuntime, start_library
 from .origin.assets import ASSET_LIBRARY, ASSET_STORAGE, add_asset_routes
 from .origin.cache import IndexCache, SegmentCache
+from .ingest.rtmp.server import RtmpServer
+from .ingest.whip import WhipEndpoint
+from .ingest.whip_http import add_whip_routes
+from .live.hub import LiveHub
+from .live.repository import LiveRepository
 from .origin.http import json_error
+from .origin.live_routes import LIVE_HUB, add_live_routes
 from .origin.playback import Playback
 from .origin.routes import GUARD, PLAYBACK, VIEWERS, add_routes
 from .storage.local import LocalStorage
@@ -39,6 +47,8 @@ log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", Config)
 RUNTIME = web.AppKey("library_runtime", LibraryRuntime)
+WHIP = web.AppKey("whip_endpoint", WhipEndpoint)
+RTMP = web.AppKey("rtmp_server", RtmpServer)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Where scripts/install-deps.sh puts hls.js (npm), for the demo page.
 HLS_JS = (Path(__file__).resolve().parent.parent
@@ -117,6 +127,8 @@ def create_app(config: Config) -> web.Application:
     app.on_shutdown.append(_shutting_down)
     add_routes(app)
     add_asset_routes(app)
+    add_live_routes(app)
+    add_whip_routes(app, WHIP)
     app.add_subapp("/api/", create_api(config))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/.well-known/jwks.json", jwks_document)
@@ -162,12 +174,44 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[api_context.LIBRARY] = runtime.library
     app[api_context.SERVICE] = runtime.service
     app[api_context.NOTIFIER] = runtime.notifier
+    hub = _live_hub(config, runtime, storage)
+    app[LIVE_HUB] = hub
+    app[api_live.LIVE_REPO] = hub.repo
+    app[api_live.RTMP_PORT] = config.ingest.rtmp_port
+    await hub.recover()
+    app[WHIP] = WhipEndpoint(hub, [h.strip() for h in config.ingest.webrtc_hosts.split(",")
+                                   if h.strip()], config.ingest.webrtc_keyframe_interval)
+    rtmp = None
+    if config.ingest.rtmp_enabled:
+        rtmp = RtmpServer(hub, config.ingest.rtmp_host, config.ingest.rtmp_port,
+                          config.ingest.rtmp_timeout)
+        await rtmp.start()
+        app[RTMP] = rtmp
+        app[api_live.RTMP_PORT] = rtmp.port
     yield
+    if rtmp is not None:
+        await rtmp.stop()
+    await app[WHIP].close_all()
+    await hub.close()
     await runtime.stop()
     playback.close()
     guard.close()
     if redis is not None:
         await redis.aclose()
+
+
+def _live_hub(config: Config, runtime: LibraryRuntime, storage: LocalStorage) -> LiveHub:
+    live = config.live
+
+    async def register(title: str, path: Path) -> str:
+        return await register_ladder(runtime.library, storage, [path], title)
+
+    return LiveHub(
+        LiveRepository(runtime.library.engine), config.path(live.dir),
+        target=live.target_duration, part_target=live.part_target, window=live.window,
+        memory_segments=live.memory_segments, reconnect_grace=live.reconnect_grace,
+        blocking_timeout=live.blocking_timeout, register_recording=register,
+        emit=runtime.notifier.emit)
 
 
 async def _shutting_down(app: web.Application) -> None:

@@ -7,7 +7,7 @@ from aiohttp import web
 from ..auth.apikeys import ApiKeys, bootstrap_admin_key
 from ..config import Config
 from ..library.service import processing_defaults
-from . import audit, context, media, playback, resumable
+from . import audit, context, live, media, playback, resumable
 from .auth import require_api_key
 from .tus import TusRoutes, TusStore
 
@@ -28,6 +28,10 @@ def create_api(config: Config) -> web.Application:
     media.add_routes(api)
     api.router.add_get("/audit", audit.list_audit)
     playback.add_routes(api)
+    live.add_routes(api)
+    api[live.RTMP_URL] = config.ingest.rtmp_public_url
+    api[live.DEFAULT_RECORD] = config.live.record
+    api[live.DEFAULT_DVR] = config.live.dvr_window
     api[playback.GUARD_TTL] = auth.token_ttl
     api[playback.CLOUDFRONT] = playback.cloudfront_signer(config)
     store = TusStore(uploads / "tus", max_upload, config.library.upload_expiry_hours * 3600)

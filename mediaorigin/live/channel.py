@@ -82,6 +82,7 @@ class LiveChannel:
         self._next_msn = 0
         self._discontinuities = 0  # before the first listed segment
         self._fragment = 0
+        self._media_end = 0.0  # seconds: the latest sample end of any track
         self._target_seen = math.ceil(settings.target)
         self._changed = asyncio.Event()
         self._writes: asyncio.Queue[tuple[Path, bytes] | None] = asyncio.Queue()
@@ -157,10 +158,12 @@ class LiveChannel:
         self._complete_current()
 
     def _timeline_end(self) -> float:
+        """Where the next epoch starts: after every track's last sample (audio may run a
+        few frames past the video), so timestamps never go back across a reconnect."""
         if not self._segments:
-            return 0.0
+            return self._media_end
         last = self._segments[-1].meta
-        return last.start + last.duration
+        return max(last.start + last.duration, self._media_end)
 
     def _start_epoch_info(self, epoch: Epoch, first_part: CutPart | None) -> None:
         tracks: dict[str, Track] = {}
@@ -201,6 +204,8 @@ class LiveChannel:
             if run is not None and name in epoch.tracks:
                 self._fragment += 1
                 data[name] = media_segment(run, self._fragment)
+                end = (run.base_time + sum(run.durations)) / run.track.timescale
+                self._media_end = max(self._media_end, end)
         current.parts.append(data)
         current.runs.append((part.video, part.audio))
         current.meta.parts.append(LivePart(part.duration, part.independent))

@@ -1,0 +1,354 @@
+"""Live lectures over RTMP, end to end: the ffmpeg CLI publishes into the origin's own RTMP
+server, ffmpeg reads the live HLS (fMP4 and TS) and DASH back, LL-HLS blocking reload is
+answered as the spec says, a publisher that drops and returns continues the same lecture,
+and the recording lands in the library frame-identical to what was published.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+from library_fixtures import ADMIN_KEY, OTHER_ORG_KEY, STUDENT_KEY, auth, library_config
+from media import run_ffmpeg
+from origin_server import OriginThread
+
+CLIP_SECONDS = 4
+FPS = 30
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 s of 320x240 H.264 (B-frames, a keyframe every second) and stereo AAC."""
+    out = tmp_path_factory.mktemp("live") / "lecture.mp4"
+    run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={FPS}", "-f", "lavfi",
+                "-i", "sine=frequency=440:sample_rate=48000", "-ac", "2", "-c:v", "libx264",
+                "-preset", "ultrafast", "-g", str(FPS), "-bf", "2", "-c:a", "aac",
+                "-t", str(CLIP_SECONDS), str(out)])
+    return out
+
+
+def live_origin(tmp_path: Path, **live: object) -> OriginThread:
+    settings = {"reconnect_grace": 1.0, "blocking_timeout": 1.5, **live}
+    return OriginThread(library_config(tmp_path, live=settings)).start()
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Iterator[OriginThread]:
+    o = live_origin(tmp_path)
+    yield o
+    o.stop()
+
+
+def create(origin: OriginThread, key: str = ADMIN_KEY, **fields: object) -> dict:
+    body = json.dumps({"title": "Week 3 live", **fields}).encode()
+    r = origin.request("POST", "/api/live", body, {**auth(key), **JSON})
+    assert r.status == 201, r.body
+    return r.json()
+
+
+def publish(stream: dict, source: Path, *, realtime: bool = True,
+            key: str | None = None) -> subprocess.Popen[bytes]:
+    url = f"{stream['rtmp']['url']}/{key or stream['rtmp']['streamKey']}"
+    return subprocess.Popen(["ffmpeg", "-v", "error", *(["-re"] if realtime else []),
+                             "-i", str(source), "-c", "copy", "-f", "flv", url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def state(origin: OriginThread, live_id: str) -> dict:
+    r = origin.get(f"/api/live/{live_id}", auth())
+    assert r.status == 200, r.body
+    return r.json()
+
+
+def wait_until(predicate, timeout: float = 20.0, step: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not reached in time")
+
+
+def ended_with_recording(origin: OriginThread, live_id: str) -> str:
+    found = wait_until(lambda: (s := state(origin, live_id))["recording"] and s, 30)
+    assert found["state"] == "ended"
+    return found["recording"]["mediaId"]
+
+
+def framemd5(source: str, stream: str = "v:0", *, packets: bool = False) -> list[str]:
+    """Decoded frame hashes of one stream (timestamps left out: only pictures/samples), or
+    the hashes of its compressed packets."""
+    copy = ["-c", "copy"] if packets else []
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", source, "-map", f"0:{stream}", *copy,
+                          "-f", "framemd5", "-"], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    # stream, dts, pts, duration, size, hash[, side data...]
+    return [line.split(",")[5].strip() for line in out.splitlines()
+            if line and not line.startswith("#")]
+
+
+def test_rtmp_lecture_plays_live_and_becomes_a_frame_identical_recording(
+        origin: OriginThread, clip: Path) -> None:
+    stream = create(origin)
+    live_id = stream["id"]
+    assert stream["state"] == "idle" and stream["rtmp"]["streamKey"]
+    assert stream["rtmp"]["url"].startswith("rtmp://127.0.0.1:")
+    assert origin.get(f"/live/{live_id}/master.m3u8").json()["error"]["code"] == \
+        "live_not_started"
+    publisher = publish(stream, clip)
+    try:
+        live = wait_until(lambda: (s := state(origin, live_id))["state"] == "live"
+                          and s.get("ingest", {}).get("keyframeInterval") and s)
+        ingest = live["ingest"]
+        assert ingest["protocol"] == "rtmp" and ingest["connected"]
+        video_codec = ingest["codecs"]["video"]
+        assert video_codec["codecString"].startswith("avc1.")
+        assert (video_codec["codec"], video_codec["width"], video_codec["height"]) == \
+            ("h264", 320, 240)
+        assert ingest["codecs"]["audio"]["sampleRate"] == 48000
+        assert ingest["keyframeInterval"] == 1.0
+        wait_until(lambda: origin.get(f"/live/{live_id}/master.m3u8").status == 200)
+        master = origin.get(f"/live/{live_id}/master.m3u8").body.decode()
+        assert f'CODECS="{video_codec["codecString"]},mp4a.40.2",RESOLUTION=320x240,' \
+            'AUDIO="audio"' in master
+        video = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
+        assert "#EXT-X-PART-INF:PART-TARGET=0.5" in video
+        assert "#EXT-X-PRELOAD-HINT:TYPE=PART" in video
+        assert "#EXT-X-PROGRAM-DATE-TIME:" in video
+        assert "#EXT-X-ENDLIST" not in video
+        # The live stream is watched while it is published: the viewer count says so.
+        assert state(origin, live_id)["viewers"] >= 1
+        assert publisher.wait(30) == 0
+    finally:
+        publisher.kill()
+    media_id = ended_with_recording(origin, live_id)
+    # The live outputs hold every published frame, bit for bit (no re-encoding anywhere).
+    source = framemd5(str(clip))
+    assert len(source) == CLIP_SECONDS * FPS
+    for entry in ("master.m3u8", "master-ts.m3u8", "manifest.mpd"):
+        got = framemd5(origin.url(f"/live/{live_id}/{entry}"))
+        assert got == source, entry
+    assert framemd5(origin.url(f"/vod/{media_id}/master.m3u8")) == source
+    audio = framemd5(str(clip), "a:0", packets=True)
+    stored = origin.config.path(origin.config.storage.root) / "media" / media_id
+    recording = next(stored.glob("g*/0.mp4"))
+    recorded_audio = framemd5(str(recording), "a:0", packets=True)
+    assert recorded_audio == audio
+    ended = state(origin, live_id)
+    assert ended["state"] == "ended" and ended["endedAt"] >= ended["startedAt"]
+    media = origin.get(f"/api/media/{media_id}", auth()).json()
+    assert media["status"] == "ready" and media["title"] == "Week 3 live"
+    assert abs(media["metadata"]["duration"] - CLIP_SECONDS) < 0.2
+
+
+def test_ll_hls_playlists_follow_the_spec(origin: OriginThread, clip: Path) -> None:
+    stream = create(origin)
+    live_id = stream["id"]
+    publisher = publish(stream, clip)
+    try:
+        wait_until(lambda: origin.get(f"/live/{live_id}/video/index.m3u8").status == 200)
+        text = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
+        hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"', text)
+        assert hint
+        msn, part = int(hint[1]), int(hint[2])
+        # Blocking reload: held until the hinted part is listed, then answered at once.
+        t0 = time.monotonic()
+        r = origin.get(f"/live/{live_id}/video/index.m3u8?_HLS_msn={msn}&_HLS_part={part}")
+        waited = time.monotonic() - t0
+        assert r.status == 200
+        assert f'URI="{msn}.{part}.m4s"' in r.body.decode()
+        assert waited < 0.5 + 0.5  # one part duration plus slack
+        assert "max-age" in r.headers["cache-control"]
+        # The preload-hinted part itself is held until it exists.
+        text = r.body.decode()
+        hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"', text)
+        assert hint
+        r = origin.get(f"/live/{live_id}/video/{hint[1]}.{hint[2]}.m4s")
+        assert r.status == 200 and r.body[4:8] == b"styp"
+        # Every part is at most PART-TARGET; rendition reports name the audio playlist.
+        text = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
+        durations = [float(d) for d in re.findall(r"EXT-X-PART:DURATION=([\d.]+)", text)]
+        assert durations and max(durations) <= 0.5
+        assert "#EXT-X-RENDITION-REPORT:URI=\"../audio/index.m3u8\"" in text
+        assert re.search(r"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1\.5,"
+                         r"CAN-SKIP-UNTIL=12", text)
+        # Too far ahead, or a part without its segment number: 400 at once.
+        last = int(re.findall(r"^(\d+)\.m4s", text, re.M)[-1]) if \
+            re.findall(r"^(\d+)\.m4s", text, re.M) else 0
+        r = origin.get(f"/live/{live_id}/video/index.m3u8?_HLS_msn={last + 10}")
+        assert r.status == 400 and r.json()["error"]["code"] == "too_far_ahead"
+        r = origin.get(f"/live/{live_id}/video/index.m3u8?_HLS_part=1")
+        assert r.status == 400 and r.json()["error"]["code"] == "invalid_parameter"
+        r = origin.get(f"/live/{live_id}/video/index.m3u8?_HLS_msn=x")
+        assert r.status == 400
+        assert publisher.wait(30) == 0
+    finally:
+        publisher.kill()
+    # The publisher is gone (within the reconnect grace): a wait for the next part times out
+    # with 503, not a hang.
+    text = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
+    if "#EXT-X-ENDLIST" not in text:
+        nxt = re.search(r'PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"', text)
+        if nxt:
+            r = origin.get(f"/live/{live_id}/video/index.m3u8?_HLS_msn={int(nxt[1]) + 1}")
+            assert r.status in (503, 200)
+    ended_with_recording(origin, live_id)
+    text = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
+    assert text.rstrip().endswith("#EXT-X-ENDLIST")
+    assert "PRELOAD-HINT" not in text
+
+
+def test_publisher_drop_and_return_continues_the_same_lecture(tmp_path: Path,
+                                                              clip: Path) -> None:
+    origin = live_origin(tmp_path, reconnect_grace=5.0)
+    try:
+        stream = create(origin)
+        live_id = stream["id"]
+        for _ in range(2):
+            p = publish(stream, clip, realtime=False)
+            assert p.wait(30) == 0
+            wait_until(lambda: state(origin, live_id)["state"] == "reconnecting")
+        text = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
+        assert text.count("#EXT-X-DISCONTINUITY\n") == 1
+        assert 'EXT-X-MAP:URI="init-0.mp4"' in text and 'EXT-X-MAP:URI="init-1.mp4"' in text
+        msns = [int(m) for m in re.findall(r"^(\d+)\.m4s", text, re.M)]
+        assert msns == list(range(len(msns)))  # one sequence across the reconnect
+        mpd = origin.get(f"/live/{live_id}/manifest.mpd").body.decode()
+        assert mpd.count("<Period ") == 2
+        assert origin.request("DELETE", f"/api/live/{live_id}", None, auth()).status == 200
+        media_id = ended_with_recording(origin, live_id)
+        source = framemd5(str(clip))
+        assert framemd5(origin.url(f"/vod/{media_id}/master.m3u8")) == source + source
+        assert framemd5(origin.url(f"/live/{live_id}/master-ts.m3u8")) == source + source
+    finally:
+        origin.stop()
+
+
+def test_stream_keys_are_checked_and_one_publisher_at_a_time(origin: OriginThread,
+                                                             clip: Path) -> None:
+    stream = create(origin)
+    live_id = stream["id"]
+    wrong = publish(stream, clip, key="not-the-key")
+    assert wrong.wait(30) != 0
+    assert state(origin, live_id)["state"] == "idle"
+    first = publish(stream, clip)
+    try:
+        wait_until(lambda: state(origin, live_id)["state"] == "live")
+        second = publish(stream, clip)
+        assert second.wait(30) != 0  # refused while the first is live
+        assert first.poll() is None
+        assert state(origin, live_id)["ingest"]["connected"]
+    finally:
+        first.kill()
+        first.wait()
+    # DELETE ends the stream and revokes the key.
+    r = origin.request("DELETE", f"/api/live/{live_id}", None, auth())
+    assert r.status == 200 and r.json()["state"] == "ended"
+    again = publish(stream, clip)
+    assert again.wait(30) != 0
+    assert state(origin, live_id)["state"] == "ended"
+
+
+def test_live_api_validation_roles_and_organizations(origin: OriginThread) -> None:
+    assert origin.request("POST", "/api/live", b"{}", JSON).status == 401
+    for body, field in ((b'{"title": ""}', "title"), (b'{"dvrWindow": -1, "title": "a"}',
+                                                       "dvrWindow"),
+                        (b'{"title": "a", "latencyMode": "ultra"}', "latencyMode"),
+                        (b'{"title": "a", "record": "yes"}', "record"),
+                        (b'{"title": "a", "color": 1}', "color")):
+        r = origin.request("POST", "/api/live", body, {**auth(), **JSON})
+        assert r.status == 422 and r.json()["error"]["message"].startswith(field), body
+    r = origin.request("POST", "/api/live", b"{nope", {**auth(), **JSON})
+    assert r.status == 400
+    assert origin.request("POST", "/api/live", b'{"title": "x"}',
+                          {**auth(STUDENT_KEY), **JSON}).status == 403
+    mine = create(origin, key="test-instructor-key-org-a-0001")
+    assert mine["organizationId"] == "org-a"
+    # Keys are shown once: never in GET or list.
+    got = origin.get(f"/api/live/{mine['id']}", auth()).json()
+    assert "streamKey" not in got["rtmp"] and "token" not in got["whip"]
+    assert origin.get(f"/api/live/{mine['id']}", auth(OTHER_ORG_KEY)).status == 404
+    assert origin.get(f"/api/live/{mine['id']}", auth(STUDENT_KEY)).status == 200
+    assert origin.request("DELETE", f"/api/live/{mine['id']}", None,
+                          auth(STUDENT_KEY)).status == 403
+    listed = origin.get("/api/live", auth(OTHER_ORG_KEY)).json()["items"]
+    assert listed == []
+    listed = origin.get("/api/live?state=idle", auth()).json()["items"]
+    assert [s["id"] for s in listed] == [mine["id"]]
+    assert origin.get("/api/live?state=nope", auth()).status == 422
+    assert origin.get("/api/live/live_unknown", auth()).status == 404
+    assert origin.get("/live/live_unknown/master.m3u8").status == 404
+
+
+class _Hooks(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_webhooks_and_token_playback(tmp_path: Path, clip: Path) -> None:
+    _Hooks.received = []
+    server = HTTPServer(("127.0.0.1", 0), _Hooks)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    origin = OriginThread(library_config(
+        tmp_path, live={"reconnect_grace": 0.5},
+        webhooks={"urls": f"http://127.0.0.1:{server.server_port}/hook", "secret": "s3cret"},
+        auth={"playback": "token"})).start()
+    try:
+        stream = create(origin)
+        live_id = stream["id"]
+        p = publish(stream, clip, realtime=False)
+        assert p.wait(30) == 0
+        # Token playback: nothing without one; the API's URLs carry one that works.
+        assert origin.get(f"/live/{live_id}/master.m3u8").status in (401, 403)
+        token = origin.get(f"/api/live/{live_id}/token", auth()).json()
+        url = token["urls"]["hls"]
+        assert "token=" in url
+        wait_until(lambda: origin.get(url).status == 200)
+        media_id = ended_with_recording(origin, live_id)
+        kinds = wait_until(lambda: (k := [e["type"] for e in _Hooks.received])
+                           and "recording.ready" in k and k)
+        assert kinds[:3] == ["live.started", "live.ended", "recording.ready"]
+        ready = next(e for e in _Hooks.received if e["type"] == "recording.ready")
+        assert ready["data"] == {"id": live_id, "mediaId": media_id, "title": "Week 3 live"}
+    finally:
+        origin.stop()
+        server.shutdown()
+        server.server_close()
+
+
+def test_clean_stop_while_live_keeps_everything_ingested(tmp_path: Path, clip: Path) -> None:
+    origin = live_origin(tmp_path, reconnect_grace=30.0)
+    stream = create(origin)
+    live_id = stream["id"]
+    p = publish(stream, clip, realtime=False)
+    try:
+        assert p.wait(30) == 0
+        wait_until(lambda: state(origin, live_id)["state"] == "reconnecting")
+    finally:
+        origin.stop()
+        p.kill()
+    again = live_origin(tmp_path)
+    try:
+        media_id = ended_with_recording(again, live_id)
+        assert framemd5(again.url(f"/vod/{media_id}/master.m3u8")) == framemd5(str(clip))
+    finally:
+        again.stop()
