@@ -1,0 +1,180 @@
+"""The live packager without the network: cutting into parts and segments, epochs and their
+timeline, LL-HLS/TS playlists and the dynamic MPD, the DVR window on disk, and reading our own
+fragments back. Media comes from real encoders (ffmpeg); frames are fed as an ingest would."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+from pathlib import Path
+
+import av
+import pytest
+from media import run_ffmpeg
+
+from mediaorigin.ingest.frames import Frame, TrackConfig
+from mediaorigin.live.channel import ChannelSettings, LiveChannel
+from mediaorigin.live.epoch import Epoch
+from mediaorigin.packaging.dash.live import live_mpd
+from mediaorigin.packaging.fmp4.reader import read_fragments
+from mediaorigin.packaging.fmp4.writer import media_segment
+from mediaorigin.packaging.hls import live as hls
+from mediaorigin.packaging.model import MediaError
+from mediaorigin.packaging.mp4.sample_entries import aac_sample_entry, avc_dimensions
+
+
+def _encode(out: Path, size: str = "320x240", gop: int = 30, seconds: float = 6,
+            audio: bool = True, video: bool = True) -> Path:
+    args: list[str] = []
+    if video:
+        args += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30"]
+    if audio:
+        args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-ac", "2"]
+    if video:
+        args += ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop), "-bf", "2"]
+    if audio:
+        args += ["-c:a", "aac"]
+    run_ffmpeg([*args, "-t", str(seconds), str(out)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _encode(tmp_path_factory.mktemp("livepk") / "clip.mp4")
+
+
+def feed(target: LiveChannel | Epoch, path: Path) -> list:
+    """Send a file's tracks and packets as a publisher would; returns what on_frame returned."""
+    out = []
+    with av.open(str(path)) as c:
+        for s in c.streams:
+            codec = "h264" if s.type == "video" else "aac"
+            target.on_track(TrackConfig(s.type, codec, bytes(s.codec_context.extradata),
+                                        s.time_base.denominator))
+        for p in c.demux():
+            if p.size:
+                out.append(target.on_frame(Frame(p.stream.type, p.dts, p.pts - p.dts,
+                                                 p.is_keyframe, bytes(p))))
+    return out
+
+
+def test_sps_dimensions_for_common_sizes(tmp_path: Path) -> None:
+    for size in ("320x240", "1920x1080", "854x480", "1280x720"):
+        path = _encode(tmp_path / f"{size}.mp4", size=size, seconds=0.2, audio=False)
+        with av.open(str(path)) as c:
+            avcc = bytes(c.streams.video[0].codec_context.extradata)
+        assert avc_dimensions(avcc) == tuple(int(x) for x in size.split("x"))
+    with pytest.raises(MediaError):
+        avc_dimensions(b"\x01\x64\x00\x1f\xff\xe0")  # no SPS
+    with pytest.raises(MediaError):
+        aac_sample_entry(b"\x00")
+
+
+def test_epoch_cuts_parts_and_segments(clip: Path) -> None:
+    epoch = Epoch(0, 0.0, target=2.0, part_target=0.5)
+    parts = [p for batch in feed(epoch, clip) for p in batch] + epoch.finish()
+    assert all(p.duration <= 0.5 + 1e-9 for p in parts)
+    segments = [p for p in parts if p.new_segment]
+    assert len(segments) == 3  # 6 s at 2 s, keyframes every second
+    for p in parts:
+        assert p.video is not None and p.audio is not None
+        # A part that starts a segment starts with a keyframe; INDEPENDENT follows the first
+        # sample.
+        if p.new_segment:
+            assert p.video.sync[0]
+        assert p.independent == p.video.sync[0]
+    # No frame is lost or duplicated, and audio parts end where video parts end (+- a frame).
+    assert sum(len(p.video) for p in parts) == 180
+    with av.open(str(clip)) as c:
+        audio_packets = sum(1 for pk in c.demux(c.streams.audio[0]) if pk.size)
+    assert sum(len(p.audio) for p in parts) == audio_packets
+    for p in parts[:-1]:
+        video_end = p.video.base_time + sum(p.video.durations)
+        audio_end = p.audio.base_time + sum(p.audio.durations)
+        assert abs(audio_end / 48000 - video_end / 90000) <= 1024 / 48000
+    # Timestamps are continuous from zero at the first keyframe.
+    assert parts[0].video.base_time == 0 and parts[0].start == 0
+    for a, b in zip(parts, parts[1:], strict=False):
+        assert a.video.base_time + sum(a.video.durations) == b.video.base_time
+
+
+def test_epoch_with_offset_and_audio_only(tmp_path: Path) -> None:
+    audio = _encode(tmp_path / "a.m4a", video=False, seconds=3)
+    epoch = Epoch(2, 10.0, target=2.0, part_target=0.5)
+    parts = [p for batch in feed(epoch, audio) for p in batch] + epoch.finish()
+    assert parts and all(p.video is None and p.audio is not None for p in parts)
+    assert parts[0].start == pytest.approx(10.0)
+    assert parts[0].audio.base_time == 480000
+    assert all(p.independent for p in parts)
+    assert sum(1 for p in parts if p.new_segment) == 2
+
+
+def test_fragments_read_back_to_the_same_samples(clip: Path) -> None:
+    epoch = Epoch(0, 0.0, target=2.0, part_target=0.5)
+    parts = [p for batch in feed(epoch, clip) for p in batch]
+    run = parts[1].video
+    data = media_segment(run, 7) + media_segment(parts[2].video, 8)
+    back = read_fragments(data, run.track)
+    assert back.base_time == run.base_time
+    assert back.sizes == run.sizes + parts[2].video.sizes
+    assert back.durations == run.durations + parts[2].video.durations
+    assert back.sync == run.sync + parts[2].video.sync
+    assert back.data == run.data + parts[2].video.data
+    with pytest.raises(MediaError):
+        read_fragments(data[:-10], run.track)
+
+
+async def test_playlists_window_skip_and_disk(tmp_path: Path, clip: Path) -> None:
+    channel = LiveChannel("live_x", ChannelSettings(dvr_window=0, window=3, memory_segments=1),
+                          tmp_path / "live_x")
+    for n in range(3):  # three publishers, one after the other: three epochs
+        channel.begin_epoch()
+        feed(channel, clip)
+        channel.publisher_gone()
+    w = channel.window()
+    complete = [s for s in w.segments if s.complete]
+    assert [s.msn for s in complete] == [6, 7, 8]  # 9 segments made, the last 3 listed
+    assert w.discontinuity_sequence == 2
+    text = hls.media(w, "video", "token=t")
+    assert "#EXT-X-MEDIA-SEQUENCE:6" in text and "#EXT-X-DISCONTINUITY-SEQUENCE:2" in text
+    assert 'URI="init-2.mp4?token=t"' in text and "6.m4s?token=t" in text
+    assert "#EXT-X-DISCONTINUITY\n" not in text  # every listed segment is in epoch 2
+    ts = hls.media(w, "ts", "", ts=True)
+    assert "EXT-X-PART" not in ts and "EXT-X-MAP" not in ts and "6.ts" in ts
+    assert ts.splitlines()[1] == "#EXT-X-VERSION:3"
+    # Segments beyond the memory window come from disk, identical; TS is rebuilt from them.
+    await channel.end()
+    first = await channel.segment("video", 6)
+    assert first == (tmp_path / "live_x/e2/video/6.m4s").read_bytes()
+    ts_bytes = await channel.ts_segment(6)
+    assert ts_bytes[0] == 0x47 and len(ts_bytes) % 188 == 0
+    out = tmp_path / "s.ts"
+    out.write_bytes(ts_bytes)
+    frames = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v",
+                             "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0",
+                             str(out)], capture_output=True, text=True, check=True).stdout
+    assert int(frames.split()[0]) == 60
+    mpd = live_mpd(channel.window(), "", 0.0)
+    assert 'type="static"' in mpd and mpd.count("<Period ") == 1
+
+
+async def test_delta_updates_skip_old_segments(tmp_path: Path, clip: Path) -> None:
+    channel = LiveChannel("live_y", ChannelSettings(dvr_window=3600), tmp_path / "y")
+    channel.begin_epoch()
+    feed(channel, clip)
+    w = channel.window()
+    full = hls.media(w, "video", "")
+    skipped = hls.media(w, "video", "", skip=True)
+    assert "EXT-X-SKIP" not in full
+    # 6 s of segments; CAN-SKIP-UNTIL is 12 s: nothing old enough to skip yet.
+    assert "EXT-X-SKIP" not in skipped
+    w.target_duration = 1  # pretend 1 s targets: skip everything older than 6 s
+    skipped = hls.media(w, "video", "", skip=True)
+    assert "EXT-X-SKIP" not in skipped
+    w.segments[0].start -= 10
+    skipped = hls.media(w, "video", "", skip=True)
+    m = re.search(r"#EXT-X-SKIP:SKIPPED-SEGMENTS=(\d+)", skipped)
+    assert m and int(m[1]) == 1
+    assert not re.search(r"^0\.m4s$", skipped, re.M) and re.search(r"^1\.m4s$", skipped, re.M)
+    await channel.end()
