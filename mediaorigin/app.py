@@ -27,16 +27,16 @@ from .auth.playback_guard import PlaybackGuard
 from .auth.viewers import ViewerSlots
 from .config import Config
 from .errors import ClientError
-from .library.importer import register_ladder
-from .library.repository import MediaQuery
-from .library.runtime import LibraryRuntime, start_library
-from .origin.assets import ASSET_LIBRARY, ASSET_STORAGE, add_asset_routes
-from .origin.cache import IndexCache, SegmentCache
 from .ingest.rtmp.server import RtmpServer
 from .ingest.whip import WhipEndpoint
 from .ingest.whip_http import add_whip_routes
+from .library.importer import register_ladder
+from .library.repository import MediaQuery
+from .library.runtime import LibraryRuntime, start_library
 from .live.hub import LiveHub
 from .live.repository import LiveRepository
+from .origin.assets import ASSET_LIBRARY, ASSET_STORAGE, add_asset_routes
+from .origin.cache import IndexCache, SegmentCache
 from .origin.http import json_error
 from .origin.live_routes import LIVE_HUB, add_live_routes
 from .origin.playback import Playback
@@ -88,7 +88,8 @@ def _code_for(status: int) -> str:
 ALLOWED_HEADERS = ", ".join(("Range", "If-None-Match", "If-Modified-Since", "If-Range",
                              "Authorization", "Content-Type", *TUS_REQUEST_HEADERS))
 EXPOSED_HEADERS = ", ".join(dict.fromkeys((
-    "Content-Length", "Content-Range", "ETag", "Last-Modified", *TUS_EXPOSED_HEADERS)))
+    "Content-Length", "Content-Range", "ETag", "Last-Modified", "Location",
+    *TUS_EXPOSED_HEADERS)))
 
 
 def cors(allowed: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:

@@ -4,7 +4,6 @@ fragments back. Media comes from real encoders (ffmpeg); frames are fed as an in
 
 from __future__ import annotations
 
-import asyncio
 import re
 import subprocess
 from pathlib import Path
@@ -128,7 +127,7 @@ def test_fragments_read_back_to_the_same_samples(clip: Path) -> None:
 async def test_playlists_window_skip_and_disk(tmp_path: Path, clip: Path) -> None:
     channel = LiveChannel("live_x", ChannelSettings(dvr_window=0, window=3, memory_segments=1),
                           tmp_path / "live_x")
-    for n in range(3):  # three publishers, one after the other: three epochs
+    for _ in range(3):  # three publishers, one after the other: three epochs
         channel.begin_epoch()
         feed(channel, clip)
         channel.publisher_gone()

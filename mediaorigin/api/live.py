@@ -8,6 +8,7 @@ closes, the recording is made, and the keys stop working.
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -27,6 +28,7 @@ RTMP_PORT = web.AppKey("rtmp_port", int)
 DEFAULT_RECORD = web.AppKey("live_record_default", bool)
 DEFAULT_DVR = web.AppKey("live_dvr_default", float)
 MAX_DVR = 24 * 3600.0
+RUNG = re.compile(r"^(144|180|240|360|480|540|720|1080)p$")
 
 
 def _urls(request: web.Request, stream: LiveStream) -> dict[str, Any]:
@@ -47,7 +49,8 @@ def _json(request: web.Request, stream: LiveStream) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": stream.id, "title": stream.title, "organizationId": stream.organization_id,
         "state": stream.state, "record": stream.record, "dvrWindow": stream.dvr_window,
-        "latencyMode": stream.latency_mode, "createdAt": stream.created_at,
+        "latencyMode": stream.latency_mode, "ladder": stream.ladder,
+        "createdAt": stream.created_at,
         "startedAt": stream.started_at, "endedAt": stream.ended_at,
         "recording": {"mediaId": stream.recording_media_id} if stream.recording_media_id
         else None,
@@ -81,7 +84,7 @@ async def create_live(request: web.Request) -> web.Response:
     who = principal(request)
     obj = load_json_object(await request.read(), "body")
     unknown = set(obj) - {"title", "record", "dvrWindow", "latencyMode", "organization",
-                          "access"}
+                          "access", "ladder"}
     if unknown:
         raise bad(sorted(unknown)[0], "unknown field")
     title = _text(obj, "title", 500, required=True)
@@ -103,11 +106,16 @@ async def create_live(request: web.Request) -> web.Response:
                                      or not ORGANIZATION.match(organization)):
         raise bad("organization", "letters, digits, '_', '.' or '-', at most 64")
     access = media_fields({"access": obj.get("access")}, creating=False).get("access")
+    ladder = obj.get("ladder", [])
+    if not isinstance(ladder, list) or len(ladder) > 4 or \
+            not all(isinstance(r, str) and RUNG.match(r) for r in ladder) or \
+            len(set(ladder)) != len(ladder):
+        raise bad("ladder", 'up to 4 distinct rungs like ["720p", "360p"]')
     stream_key, whip_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     stream = await request.config_dict[LIVE_REPO].create(
         title=title or "", organization_id=organization, created_by=who.key_id,
         record=record, dvr_window=float(dvr), latency_mode=mode, stream_key=stream_key,
-        whip_token=whip_token, access=access)
+        whip_token=whip_token, access=access, ladder=ladder)
     body = _json(request, stream)
     body["rtmp"]["streamKey"] = stream_key
     body["whip"]["token"] = whip_token

@@ -171,6 +171,7 @@ live_streams = Table(
     Column("whip_token_hash", String(64), nullable=False),
     Column("recording_media_id", String(64)),
     Column("access", JSON),  # playback access rules, as for media
+    Column("ladder", JSON),  # transcoded rungs, e.g. ["720p", "360p"]
     Column("created_at", Float, nullable=False),
     Column("started_at", Float),
     Column("ended_at", Float),

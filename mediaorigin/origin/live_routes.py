@@ -155,7 +155,9 @@ async def init_file(request: web.Request) -> web.Response:
 def add_live_routes(app: web.Application) -> None:
     base = f"/live/{LIVE_ID}"
     app.router.add_get(base + r"/{name:master\.m3u8|master-ts\.m3u8|manifest\.mpd}", entry)
-    app.router.add_get(base + r"/{rendition:video|audio|ts}/index.m3u8", media_playlist)
-    app.router.add_get(base + r"/{rendition:video|audio}/init-{epoch:\d{1,6}}.mp4", init_file)
-    app.router.add_get(base + r"/{rendition:video|audio|ts}/{file:[0-9.]{1,24}(?:m4s|ts)}",
-                       media_file)
+    app.router.add_get(base + r"/{rendition:video|audio|ts|\d{3,4}p}/index.m3u8",
+                       media_playlist)
+    app.router.add_get(base + r"/{rendition:video|audio|\d{3,4}p}/init-{epoch:\d{1,6}}.mp4",
+                       init_file)
+    app.router.add_get(base + r"/{rendition:video|audio|ts|\d{3,4}p}/"
+                       r"{file:[0-9.]{1,24}(?:m4s|ts)}", media_file)

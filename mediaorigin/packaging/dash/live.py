@@ -40,20 +40,29 @@ def live_mpd(w: LiveWindow, query: str, now: float) -> str:
     for epoch, group in _by_epoch(segments):
         period = ET.SubElement(root, "Period", {"id": f"e{epoch}",
                                                 "start": _duration(_period_start(w, group[0]))})
-        for n, r in enumerate(w.renditions):
-            _adaptation_set(period, n, r, epoch, group, w, q)
+        videos = [r for r in w.renditions if r.kind == "video"]
+        audios = [r for r in w.renditions if r.kind == "audio"]
+        for n, members in enumerate(m for m in (videos, audios) if m):
+            _adaptation_set(period, n, members, epoch, group, w, q)
     if not w.ended:
         ET.SubElement(root, "UTCTiming", {"schemeIdUri": UTC_DIRECT, "value": _iso(now)})
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, "unicode") + "\n"
 
 
-def _adaptation_set(period: ET.Element, n: int, r: LiveRendition, epoch: int,
+def _adaptation_set(period: ET.Element, n: int, members: list[LiveRendition], epoch: int,
+                    segments: list[LiveSegment], w: LiveWindow, q: str) -> None:
+    kind = members[0].kind
+    aset = ET.SubElement(period, "AdaptationSet", {
+        "id": str(n), "contentType": kind, "mimeType": f"{kind}/mp4",
+        "segmentAlignment": "true", "startWithSAP": "1"})
+    for r in members:
+        _representation(aset, r, epoch, segments, w, q)
+
+
+def _representation(aset: ET.Element, r: LiveRendition, epoch: int,
                     segments: list[LiveSegment], w: LiveWindow, q: str) -> None:
     video = r.kind == "video"
-    aset = ET.SubElement(period, "AdaptationSet", {
-        "id": str(n), "contentType": r.kind, "mimeType": f"{r.kind}/mp4",
-        "segmentAlignment": "true", "startWithSAP": "1"})
     rep_attrs = {"id": r.name, "bandwidth": str(max(1, r.bandwidth)), "codecs": r.codec.codec}
     if video and r.codec.width:
         rep_attrs |= {"width": str(r.codec.width), "height": str(r.codec.height)}

@@ -36,16 +36,21 @@ def master(w: LiveWindow, query: str, *, ts: bool) -> str:
         lines += [f'#EXT-X-STREAM-INF:BANDWIDTH={audio.bandwidth},CODECS="{audio.codec.codec}"',
                   f"{audio.name}/index.m3u8{q}"]
         return "\n".join(lines) + "\n"
-    attrs = [f"BANDWIDTH={video.bandwidth + (audio.bandwidth if audio else 0)}",
-             f"AVERAGE-BANDWIDTH={video.average_bandwidth + (audio.average_bandwidth if audio else 0)}",
-             'CODECS="' + ",".join(r.codec.codec for r in (video, audio) if r is not None) + '"']
-    if video.codec.width:
-        attrs.append(f"RESOLUTION={video.codec.width}x{video.codec.height}")
     if audio is not None:
         lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="{audio.name}",'
                      f'DEFAULT=YES,AUTOSELECT=YES,URI="{audio.name}/index.m3u8{q}"')
-        attrs.append('AUDIO="audio"')
-    lines += [f"#EXT-X-STREAM-INF:{','.join(attrs)}", f"{video.name}/index.m3u8{q}"]
+    for v in sorted((r for r in w.renditions if r.kind == "video"),
+                    key=lambda r: -r.codec.height):
+        audio_peak, audio_average = (audio.bandwidth, audio.average_bandwidth) if audio \
+            else (0, 0)
+        attrs = [f"BANDWIDTH={v.bandwidth + audio_peak}",
+                 f"AVERAGE-BANDWIDTH={v.average_bandwidth + audio_average}",
+                 'CODECS="' + ",".join(r.codec.codec for r in (v, audio) if r is not None) + '"']
+        if v.codec.width:
+            attrs.append(f"RESOLUTION={v.codec.width}x{v.codec.height}")
+        if audio is not None:
+            attrs.append('AUDIO="audio"')
+        lines += [f"#EXT-X-STREAM-INF:{','.join(attrs)}", f"{v.name}/index.m3u8{q}"]
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,12 @@ video: the audio part for [a, b) is complete once an audio frame at or after b h
 both tracks' parts are released together so every rendition lists the same parts. Without
 video, audio cuts on its own.
 
+Lower ABR rungs (transcoded from the published video, no B-frames, keyframes exactly where
+the source has them) follow the same cuts: a rung part holds the rung frames presented before
+the source part's boundary (the next segment's keyframe, or the part end shifted by the
+source's composition delay), and parts are released only once every rung has caught up, so
+every rendition lists the same parts.
+
 Timestamps come in already on the channel timeline, in each track's output timescale.
 """
 
@@ -18,8 +24,9 @@ from dataclasses import dataclass, field
 from ..model import CodecInfo, SampleRun, Track
 
 # Audio this far behind the video cut no longer holds parts back (a stalled microphone must
-# not stall the picture).
+# not stall the picture); the same for a transcoded rung that cannot keep up.
 AUDIO_WAIT = 1.5
+RUNG_WAIT = 3.0
 
 
 @dataclass(slots=True)
@@ -40,6 +47,7 @@ class CutPart:
     new_segment: bool  # the first part of a segment
     video: SampleRun | None
     audio: SampleRun | None
+    rungs: dict[str, SampleRun] = field(default_factory=dict)
 
 
 def live_track(kind: str, timescale: int, codec: CodecInfo) -> Track:
@@ -56,14 +64,18 @@ class _Open:
     samples: list[Sample] = field(default_factory=list)
     new_segment: bool = False
     end: int = 0
+    rung_boundary: int | None = None  # rung frames presented before this belong here
 
 
 class Cutter:
     def __init__(self, video: Track | None, audio: Track | None, target: float,
-                 part_target: float) -> None:
+                 part_target: float, rungs: dict[str, Track] | None = None) -> None:
         if video is None and audio is None:
             raise ValueError("a live epoch needs a video or an audio track")
         self.video, self.audio = video, audio
+        self.rungs = dict(rungs or {}) if video is not None else {}
+        self._rung_samples: dict[str, list[Sample]] = {name: [] for name in self.rungs}
+        self._composition_delay: int | None = None  # cts of the first keyframe
         self.driver = video if video is not None else audio
         assert self.driver is not None
         ts = self.driver.timescale
@@ -94,6 +106,16 @@ class Cutter:
         self._audio.append(sample)
         return self._release()
 
+    def push_rung(self, name: str, pts: int, sync: bool, data: bytes) -> list[CutPart]:
+        """A transcoded frame of rung `name` (presentation order, no B-frames: dts = pts)."""
+        samples = self._rung_samples.get(name)
+        if samples is None or (samples and pts <= samples[-1].dts):
+            return []
+        if not samples and not sync:
+            return []  # a rung starts with its first keyframe
+        samples.append(Sample(pts, 0, sync, data))
+        return self._release()
+
     def flush(self) -> list[CutPart]:
         """End of the epoch: every frame received goes out."""
         parts: list[CutPart] = []
@@ -113,6 +135,8 @@ class Cutter:
         if current is None:
             if not s.sync:
                 return []  # wait for the first keyframe
+            if self._composition_delay is None:
+                self._composition_delay = s.cts
             self._open = _Open(s.dts, [s], new_segment=True)
             self._segment_start = s.dts
             return []
@@ -120,10 +144,15 @@ class Cutter:
         if s.dts <= last.dts:
             s.dts = last.dts + 1  # a timestamp that does not advance: keep decode order valid
         self._last_duration = s.dts - last.dts
-        cut_segment = s.sync and s.dts - self._segment_start >= self.target - self._last_duration // 2
+        elapsed = s.dts - self._segment_start
+        cut_segment = s.sync and elapsed >= self.target - self._last_duration // 2
         cut_part = s.dts - current.start + self._last_duration > self.part_target
         if cut_segment or cut_part:
             current.end = s.dts
+            # Where rung frames change parts: at the next segment's keyframe exactly, else
+            # at the part end in presentation time.
+            current.rung_boundary = s.dts + (s.cts if cut_segment
+                                             else self._composition_delay or 0)
             self._closed.append(current)
             self._open = _Open(s.dts, [s], new_segment=cut_segment)
             if cut_segment:
@@ -138,6 +167,8 @@ class Cutter:
             head = self._closed[0]
             if self.video is not None and self.audio is not None and not self._audio_ready(head):
                 break
+            if not all(self._rung_ready(name, head) for name in self.rungs):
+                break
             parts.append(self._emit(self._closed.pop(0), final=False))
         return parts
 
@@ -148,6 +179,30 @@ class Cutter:
             return True
         newest = self._open.samples[-1].dts if self._open and self._open.samples else part.end
         return newest - part.end > AUDIO_WAIT * self.video.timescale
+
+    def _rung_ready(self, name: str, part: _Open) -> bool:
+        samples = self._rung_samples[name]
+        if part.rung_boundary is not None and samples and samples[-1].dts >= part.rung_boundary:
+            return True
+        newest = self._open.samples[-1].dts if self._open and self._open.samples else part.end
+        assert self.video is not None
+        return newest - part.end > RUNG_WAIT * self.video.timescale
+
+    def _take_rungs(self, part: _Open, final: bool) -> dict[str, SampleRun]:
+        runs: dict[str, SampleRun] = {}
+        for name, track in self.rungs.items():
+            samples = self._rung_samples[name]
+            if final or part.rung_boundary is None:
+                n = len(samples)
+            else:
+                n = next((i for i, r in enumerate(samples) if r.dts >= part.rung_boundary),
+                         len(samples))
+            taken, self._rung_samples[name] = samples[:n], samples[n:]
+            if taken:
+                following = self._rung_samples[name][0].dts if self._rung_samples[name] \
+                    else part.rung_boundary
+                runs[name] = _run(track, taken, following)
+        return runs
 
     def _audio_ticks(self, video_ticks: int) -> int:
         assert self.audio is not None and self.video is not None
@@ -175,7 +230,8 @@ class Cutter:
             audio_run = _run(driver, part.samples, end)
         return CutPart(start / ts, (end - start) / ts,
                        independent=part.samples[0].sync if part.samples else False,
-                       new_segment=part.new_segment, video=video_run, audio=audio_run)
+                       new_segment=part.new_segment, video=video_run, audio=audio_run,
+                       rungs=self._take_rungs(part, final) if self.rungs else {})
 
 
 def _run(track: Track, samples: list[Sample], end: int | None,

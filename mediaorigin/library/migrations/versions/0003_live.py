@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("whip_token_hash", sa.String(64), nullable=False),
         sa.Column("recording_media_id", sa.String(64)),
         sa.Column("access", sa.JSON),
+        sa.Column("ladder", sa.JSON),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("started_at", sa.Float),
         sa.Column("ended_at", sa.Float),
