@@ -225,13 +225,20 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def index_page(request: web.Request) -> web.Response:
-    """The demo page: every media item, playable with hls.js."""
+    """The demo page: every media item and live lecture, playable with hls.js."""
     items, _ = await request.app[RUNTIME].library.list_media(MediaQuery(status="ready",
                                                                         limit=50))
     items = [i for i in items if i.type in ("video", "audio") and i.generation is not None]
     entries = "\n".join(
         f'<li><a href="#" data-id="{html.escape(i.id)}">{html.escape(i.title)}</a> '
         f'<code>/vod/{html.escape(i.id)}/master.m3u8</code></li>' for i in items)
+    live = await request.app[LIVE_HUB].repo.list(None, all_organizations=True, state="live",
+                                                 limit=20)
+    # Lectures live now come first (the page plays the first entry).
+    entries = "".join(
+        f'<li><a href="#" data-id="{html.escape(s.id)}" data-live="1">{html.escape(s.title)}'
+        f'</a> (live) <code>/live/{html.escape(s.id)}/master.m3u8</code></li>\n'
+        for s in live) + entries
     page = resources.files("mediaorigin").joinpath("web/index.html").read_text(encoding="utf-8")
     return web.Response(text=page.replace("<!--MEDIA-->", entries), content_type="text/html")
 

@@ -352,3 +352,44 @@ def test_clean_stop_while_live_keeps_everything_ingested(tmp_path: Path, clip: P
         assert framemd5(again.url(f"/vod/{media_id}/master.m3u8")) == framemd5(str(clip))
     finally:
         again.stop()
+
+
+def test_live_abr_ladder_is_aligned_with_the_source(tmp_path: Path) -> None:
+    source = tmp_path / "hd.mp4"
+    run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate={FPS}", "-f", "lavfi",
+                "-i", "sine=frequency=440:sample_rate=48000", "-ac", "2", "-c:v", "libx264",
+                "-preset", "ultrafast", "-g", str(FPS), "-bf", "2", "-c:a", "aac",
+                "-t", str(CLIP_SECONDS), str(source)])
+    origin = live_origin(tmp_path)
+    try:
+        stream = create(origin, ladder=["1080p", "360p"])
+        live_id = stream["id"]
+        assert stream["ladder"] == ["1080p", "360p"]
+        p = publish(stream, source)
+        try:
+            assert p.wait(30) == 0
+        finally:
+            p.kill()
+        origin.request("DELETE", f"/api/live/{live_id}", None, auth())
+        ended_with_recording(origin, live_id)
+        master = origin.get(f"/live/{live_id}/master.m3u8").body.decode()
+        variants = re.findall(r"RESOLUTION=(\d+x\d+)", master)
+        assert variants == ["1280x720", "640x360"]  # never upscaled: no 1080p rung
+        rung = origin.get(f"/live/{live_id}/360p/index.m3u8").body.decode()
+        main = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
+        # Same segments, same durations, every rendition.
+        assert re.findall(r"#EXTINF:([\d.]+)", rung) == re.findall(r"#EXTINF:([\d.]+)", main)
+        # Every 360p frame is there, decodable, and each segment starts with a keyframe.
+        out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v",
+                              "-show_entries", "frame=key_frame,width", "-of", "csv=p=0",
+                              origin.url(f"/live/{live_id}/360p/index.m3u8")],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        frames = [line.split(",")[:2] for line in out.split()]
+        assert len(frames) == CLIP_SECONDS * FPS
+        assert {w for _, w in frames} == {"640"}
+        for n in range(0, len(frames), 2 * FPS):  # 2 s segments of a 1 s GOP source
+            assert frames[n][0] == "1"
+        mpd = origin.get(f"/live/{live_id}/manifest.mpd").body.decode()
+        assert mpd.count("<Representation ") == 3
+    finally:
+        origin.stop()

@@ -8,13 +8,13 @@ closes, the recording is made, and the keys stop working.
 
 from __future__ import annotations
 
-import re
 import secrets
 from typing import Any
 
 from aiohttp import web
 
 from ..live.repository import LiveRepository, LiveStream
+from ..processing.ladder import DEFAULT_RUNGS
 from ..origin.live_routes import LIVE_HUB
 from .context import principal
 from .errors import ApiError
@@ -28,7 +28,6 @@ RTMP_PORT = web.AppKey("rtmp_port", int)
 DEFAULT_RECORD = web.AppKey("live_record_default", bool)
 DEFAULT_DVR = web.AppKey("live_dvr_default", float)
 MAX_DVR = 24 * 3600.0
-RUNG = re.compile(r"^(144|180|240|360|480|540|720|1080)p$")
 
 
 def _urls(request: web.Request, stream: LiveStream) -> dict[str, Any]:
@@ -108,9 +107,9 @@ async def create_live(request: web.Request) -> web.Response:
     access = media_fields({"access": obj.get("access")}, creating=False).get("access")
     ladder = obj.get("ladder", [])
     if not isinstance(ladder, list) or len(ladder) > 4 or \
-            not all(isinstance(r, str) and RUNG.match(r) for r in ladder) or \
+            not all(isinstance(r, str) and r in DEFAULT_RUNGS for r in ladder) or \
             len(set(ladder)) != len(ladder):
-        raise bad("ladder", 'up to 4 distinct rungs like ["720p", "360p"]')
+        raise bad("ladder", f"up to 4 distinct rungs of {', '.join(DEFAULT_RUNGS)}")
     stream_key, whip_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     stream = await request.config_dict[LIVE_REPO].create(
         title=title or "", organization_id=organization, created_by=who.key_id,

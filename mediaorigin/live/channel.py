@@ -26,8 +26,10 @@ from ..packaging.fmp4.writer import init_segment, media_segment
 from ..packaging.live.cutter import CutPart
 from ..packaging.live.window import LivePart, LiveRendition, LiveSegment, LiveWindow
 from ..packaging.model import MediaError, SampleRun, Track
+from ..packaging.mp4.sample_entries import avc_sample_entry
 from ..packaging.ts.writer import write_ts_segment
 from .epoch import Epoch, EpochConfigChanged
+from .ladder import LiveLadder
 from .stats import IngestStats
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class ChannelSettings:
     dvr_window: float = 0.0  # seconds; 0: sliding window of `window` segments
     memory_segments: int = 12
     blocking_timeout: float = 6.0
+    ladder: tuple[str, ...] = ()  # transcoded rungs, e.g. ("720p", "360p")
 
 
 @dataclass
@@ -56,7 +59,7 @@ class EpochInfo:
 class _Segment:
     meta: LiveSegment
     parts: list[dict[str, bytes]] = field(default_factory=list)  # rendition -> part bytes
-    runs: list[tuple[SampleRun | None, SampleRun | None]] = field(default_factory=list)
+    runs: list[dict[str, SampleRun]] = field(default_factory=list)  # per part, by rendition
     data: dict[str, bytes] | None = None  # joined segment bytes, while in memory
     ts: bytes | None = None
 
@@ -94,6 +97,10 @@ class LiveChannel:
         self._segment_bits: dict[str, deque[tuple[float, int]]] = {}
         self._rendered: dict[tuple, str] = {}
         self._viewers: dict[str, float] = {}
+        self._ladder: LiveLadder | None = None
+        self._rung_configs: dict[str, TrackConfig | None] = {}
+        self._loop = asyncio.get_running_loop()
+        self._settling: asyncio.Task[None] | None = None
 
     # --- ingest ----------------------------------------------------------------------------
 
@@ -103,7 +110,7 @@ class LiveChannel:
         number = max([*self.epochs, -1]) + 1
         offset = self._timeline_end()
         self._epoch = Epoch(number, offset, self.settings.target, self.settings.part_target,
-                            self._configs)
+                            self._configs, self._rung_configs)
         self.state = "live"
 
     def on_track(self, config: TrackConfig) -> None:
@@ -120,27 +127,85 @@ class LiveChannel:
             log.warning("live %s: unusable %s configuration: %s", self.id, config.kind, e)
             return
         self._configs[config.kind] = config
+        if config.kind == "video" and config.codec == "h264" and self.settings.ladder:
+            self._start_ladder(config)
 
     def on_frame(self, frame: Frame) -> None:
         self.stats.frame(frame)
         if self._epoch is None or self.state == "ended":
             return
-        was_started = self._epoch.started
-        parts = self._epoch.on_frame(frame)
-        if not was_started and self._epoch.started:
-            self._start_epoch_info(self._epoch, first_part=parts[0] if parts else None)
+        if frame.kind == "video" and self._ladder is not None:
+            self._ladder.on_frame(frame)
+        self._take(self._epoch, self._epoch.on_frame(frame))
+
+    def _take(self, epoch: Epoch, parts: list[CutPart]) -> None:
+        if epoch.number not in self.epochs and epoch.started:
+            self._start_epoch_info(epoch)
         for part in parts:
             self._add_part(part)
 
+    # --- ABR ladder --------------------------------------------------------------------------
+
+    def _start_ladder(self, config: TrackConfig) -> None:
+        if self._ladder is None:
+            try:
+                height = avc_sample_entry(config.config).height
+            except MediaError:
+                return
+            rungs = LiveLadder.rungs_for(height, list(self.settings.ladder))
+            if not rungs:
+                return
+            self._ladder = LiveLadder(rungs, self._from_ladder_thread)
+            self._rung_configs.update({r.name: None for r in rungs})
+            if self._epoch is not None and not self._epoch.started:
+                self._epoch.rung_configs.update({r.name: None for r in rungs})
+        self._ladder.on_track(config)
+
+    def _from_ladder_thread(self, name: str, item: TrackConfig | Frame) -> None:
+        self._loop.call_soon_threadsafe(self._on_rung, name, item)
+
+    def _on_rung(self, name: str, item: TrackConfig | Frame) -> None:
+        if isinstance(item, TrackConfig):
+            self._rung_configs[name] = item
+            if self._epoch is not None:
+                self._epoch.on_rung_track(name, item)
+            return
+        if self._epoch is not None and self.state != "ended":
+            self._take(self._epoch, self._epoch.on_rung_frame(name, item))
+
+
     def publisher_gone(self) -> None:
-        """Cut what the publisher sent so far; the channel waits (reconnect grace)."""
-        self._end_epoch()
+        """Cut what the publisher sent so far; the channel waits (reconnect grace).
+
+        With a ladder, the epoch ends once the transcoder has delivered its last frames
+        (`settle` waits for that)."""
         if self.state == "live":
             self.state = "reconnecting"
+        if self._ladder is None:
+            self._end_epoch()
+            self._notify()
+            return
+        ladder, self._ladder = self._ladder, None
+        self._settling = self._loop.create_task(self._end_after(ladder))
+
+    async def _end_after(self, ladder: LiveLadder) -> None:
+        await asyncio.to_thread(ladder.close)
+        await asyncio.sleep(0)  # the rung frames it emitted while closing land first
+        self._end_epoch()
         self._notify()
+
+    async def settle(self) -> None:
+        """Wait until the previous publisher's media is all in (before a new epoch)."""
+        if self._settling is not None:
+            await self._settling
+            self._settling = None
 
     async def end(self) -> None:
         """No more publishers: close the last segment and flush every file to disk."""
+        await self.settle()
+        if self._ladder is not None:
+            ladder, self._ladder = self._ladder, None
+            await self._end_after(ladder)
         self._end_epoch()
         self.state = "ended"
         self._notify()
@@ -153,8 +218,9 @@ class LiveChannel:
         if self._epoch is None:
             return
         epoch, self._epoch = self._epoch, None
-        for part in epoch.finish():
-            self._add_part(part)
+        parts = epoch.finish()
+        if parts:
+            self._take(epoch, parts)
         self._complete_current()
 
     def _timeline_end(self) -> float:
@@ -165,11 +231,12 @@ class LiveChannel:
         last = self._segments[-1].meta
         return max(last.start + last.duration, self._media_end)
 
-    def _start_epoch_info(self, epoch: Epoch, first_part: CutPart | None) -> None:
+    def _start_epoch_info(self, epoch: Epoch) -> None:
         tracks: dict[str, Track] = {}
         assert epoch.tracks is not None
         if epoch.tracks.video is not None:
             tracks["video"] = epoch.tracks.video
+        tracks.update(epoch.tracks.rungs)
         if epoch.tracks.audio is not None:
             tracks["audio"] = epoch.tracks.audio
         now = time.time()
@@ -189,6 +256,9 @@ class LiveChannel:
 
     def _add_part(self, part: CutPart) -> None:
         epoch = self._current_epoch()
+        runs = {name: run for name, run in (("video", part.video), ("audio", part.audio),
+                                            *part.rungs.items())
+                if run is not None and name in epoch.tracks}
         current = self._segments[-1] if self._segments else None
         if current is None or current.meta.complete or part.new_segment or \
                 current.meta.epoch != epoch.number:
@@ -200,14 +270,13 @@ class LiveChannel:
             self._segments.append(current)
             self._by_msn[meta.msn] = current
         data: dict[str, bytes] = {}
-        for name, run in (("video", part.video), ("audio", part.audio)):
-            if run is not None and name in epoch.tracks:
-                self._fragment += 1
-                data[name] = media_segment(run, self._fragment)
-                end = (run.base_time + sum(run.durations)) / run.track.timescale
-                self._media_end = max(self._media_end, end)
+        for name, run in runs.items():
+            self._fragment += 1
+            data[name] = media_segment(run, self._fragment)
+            end = (run.base_time + sum(run.durations)) / run.track.timescale
+            self._media_end = max(self._media_end, end)
         current.parts.append(data)
-        current.runs.append((part.video, part.audio))
+        current.runs.append(runs)
         current.meta.parts.append(LivePart(part.duration, part.independent))
         self._notify()
 
@@ -223,8 +292,7 @@ class LiveChannel:
         seg.data = {name: b"".join(p[name] for p in seg.parts if name in p)
                     for name in self.epochs[seg.meta.epoch].tracks}
         for name in seg.data:
-            runs = [r for pair in seg.runs for r in pair
-                    if r is not None and r.track.kind == self.renditions[name].kind]
+            runs = [part[name] for part in seg.runs if name in part]
             if runs:
                 seg.meta.ticks[name] = (runs[0].base_time, sum(sum(r.durations) for r in runs))
             self._save(self._segment_path(seg.meta.epoch, name, seg.meta.msn), seg.data[name])
@@ -412,11 +480,13 @@ class LiveChannel:
             return seg.ts
         tracks = self.epochs[seg.meta.epoch].tracks
         if seg.runs:
-            video = _merge([v for v, _ in seg.runs if v is not None])
-            audio = _merge([a for _, a in seg.runs if a is not None])
+            video = _merge([part["video"] for part in seg.runs if "video" in part])
+            audio = _merge([part["audio"] for part in seg.runs if "audio" in part])
         else:
             video = audio = None
             for name, track in tracks.items():
+                if name not in ("video", "audio"):
+                    continue
                 raw = await self.segment(name, msn)
                 if raw is None:
                     return None

@@ -10,6 +10,7 @@ durations), resynchronised only on real gaps.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -17,6 +18,8 @@ from ..ingest.frames import Frame, TrackConfig
 from ..packaging.live.cutter import CutPart, Cutter, live_track
 from ..packaging.model import MediaError, Track
 from ..packaging.mp4.sample_entries import aac_sample_entry, avc_sample_entry, hevc_sample_entry
+
+log = logging.getLogger(__name__)
 
 VIDEO_TIMESCALE = 90_000
 AAC_FRAME = 1024
@@ -31,6 +34,7 @@ class EpochConfigChanged(Exception):
 class EpochTracks:
     video: Track | None
     audio: Track | None
+    rungs: dict[str, Track]  # transcoded lower renditions of the video
 
 
 def track_for(config: TrackConfig) -> Track:
@@ -46,7 +50,8 @@ def track_for(config: TrackConfig) -> Track:
 
 class Epoch:
     def __init__(self, number: int, offset: float, target: float, part_target: float,
-                 configs: dict[str, TrackConfig] | None = None) -> None:
+                 configs: dict[str, TrackConfig] | None = None,
+                 rungs: dict[str, TrackConfig | None] | None = None) -> None:
         self.number = number
         self.offset = Fraction(offset).limit_denominator(VIDEO_TIMESCALE * 48_000)
         self.target, self.part_target = target, part_target
@@ -58,6 +63,9 @@ class Epoch:
         self._origin = Fraction(0)  # input seconds that map to `offset`
         self._audio_next: int | None = None
         self.frames = 0
+        # Rung name -> its configuration once the transcoder sent it (None: not yet).
+        self.rung_configs: dict[str, TrackConfig | None] = dict(rungs or {})
+        self._pending_rungs: list[tuple[str, Frame]] = []
 
     @property
     def started(self) -> bool:
@@ -80,6 +88,28 @@ class Epoch:
             return self._try_start()
         return self._cut(frame)
 
+    def on_rung_track(self, name: str, config: TrackConfig) -> None:
+        if name not in self.rung_configs:
+            return
+        if self.started:
+            if self.rung_configs[name] != config:
+                log.warning("epoch %d: rung %s changed configuration; it stops until the "
+                            "next epoch", self.number, name)
+                self.rung_configs[name] = None
+            return
+        self.rung_configs[name] = config
+
+    def on_rung_frame(self, name: str, frame: Frame) -> list[CutPart]:
+        if not self.started:
+            self._pending_rungs = [*self._pending_rungs[-600:], (name, frame)]
+            return self._try_start()
+        config = self.rung_configs.get(name)
+        assert self._cutter is not None and self.tracks is not None
+        if config is None or name not in self.tracks.rungs:
+            return []
+        pts = self._ticks(frame.dts, config, VIDEO_TIMESCALE)
+        return self._note(self._cutter.push_rung(name, pts, frame.keyframe, frame.data))
+
     def finish(self) -> list[CutPart]:
         if not self.started:
             self._pending.clear()
@@ -99,25 +129,32 @@ class Epoch:
                 self._pending = [f for f in self._pending if f.kind == "audio"][-200:]
                 return []
             span = _seconds(video[-1].dts - key.dts, video_cfg)
-            if audio_cfg is None and span < STARTUP_WAIT:
+            waiting = audio_cfg is None or None in self.rung_configs.values()
+            if waiting and span < STARTUP_WAIT:
                 return []
             self._origin = Fraction(key.dts, video_cfg.timescale)
+            rungs = {name: track_for(c) for name, c in self.rung_configs.items()
+                     if c is not None}
             tracks = EpochTracks(track_for(video_cfg),
-                                 track_for(audio_cfg) if audio_cfg is not None else None)
+                                 track_for(audio_cfg) if audio_cfg is not None else None, rungs)
         elif audio_cfg is not None and audio:
             if _seconds(audio[-1].dts - audio[0].dts, audio_cfg) < STARTUP_WAIT:
                 return []
             self._origin = Fraction(audio[0].dts, audio_cfg.timescale)
-            tracks = EpochTracks(None, track_for(audio_cfg))
+            tracks = EpochTracks(None, track_for(audio_cfg), {})
         else:
             self._pending = self._pending[-200:]
             return []
         self.tracks = tracks
-        self._cutter = Cutter(tracks.video, tracks.audio, self.target, self.part_target)
+        self._cutter = Cutter(tracks.video, tracks.audio, self.target, self.part_target,
+                              tracks.rungs)
         pending, self._pending = self._pending, []
+        pending_rungs, self._pending_rungs = self._pending_rungs, []
         parts: list[CutPart] = []
         for f in pending:
             parts += self._cut(f)
+        for name, f in pending_rungs:
+            parts += self.on_rung_frame(name, f)
         return parts
 
     # --- timeline ------------------------------------------------------------------------

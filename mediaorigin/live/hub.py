@@ -94,6 +94,7 @@ class LiveHub:
             channel.keep_files = stream.record
             self.channels[stream.id] = channel
         self.streams[stream.id] = stream
+        await channel.settle()
         channel.stats.publisher_reset()
         channel.begin_epoch()
         publisher = _Publisher(self, stream, channel, protocol)
@@ -122,7 +123,8 @@ class LiveHub:
             target=self.target if low else max(self.target, 4.0),
             part_target=self.part_target if low else 0.0,
             window=self.window, dvr_window=stream.dvr_window,
-            memory_segments=self.memory_segments, blocking_timeout=self.blocking_timeout)
+            memory_segments=self.memory_segments, blocking_timeout=self.blocking_timeout,
+            ladder=tuple(stream.ladder))
 
     def _publisher_closed(self, publisher: _Publisher) -> None:
         live_id = publisher.stream.id

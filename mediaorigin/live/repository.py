@@ -27,6 +27,7 @@ class LiveStream:
     latency_mode: str
     recording_media_id: str | None
     access: dict[str, Any] | None
+    ladder: list[str]
     created_at: float
     started_at: float | None
     ended_at: float | None
@@ -39,7 +40,8 @@ def secret_hash(secret: str) -> str:
 def _record(row: Any) -> LiveStream:
     return LiveStream(row.id, row.title, row.organization_id, row.created_by, row.state,
                       bool(row.record), row.dvr_window, row.latency_mode,
-                      row.recording_media_id, row.access, row.created_at, row.started_at,
+                      row.recording_media_id, row.access, list(row.ladder or []),
+                      row.created_at, row.started_at,
                       row.ended_at)
 
 
@@ -52,7 +54,8 @@ class LiveRepository:
 
     async def create(self, *, title: str, organization_id: str | None, created_by: str,
                      record: bool, dvr_window: float, latency_mode: str, stream_key: str,
-                     whip_token: str, access: dict[str, Any] | None = None) -> LiveStream:
+                     whip_token: str, access: dict[str, Any] | None = None,
+                     ladder: list[str] | None = None) -> LiveStream:
         live_id = "live_" + new_id()
         async with self.engine.begin() as conn:
             await conn.execute(insert(t).values(
@@ -60,7 +63,7 @@ class LiveRepository:
                 created_by=created_by, state="idle", record=int(record),
                 dvr_window=dvr_window, latency_mode=latency_mode,
                 stream_key_hash=secret_hash(stream_key), whip_token_hash=secret_hash(whip_token),
-                access=access, created_at=time.time()))
+                access=access, ladder=ladder or [], created_at=time.time()))
         found = await self.get(live_id)
         assert found is not None
         return found
