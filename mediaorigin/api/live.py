@@ -14,8 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from ..live.repository import LiveRepository, LiveStream
-from ..processing.ladder import DEFAULT_RUNGS
 from ..origin.live_routes import LIVE_HUB
+from ..processing.ladder import DEFAULT_RUNGS
 from .context import principal
 from .errors import ApiError
 from .media import PUBLIC_URL, _require
