@@ -179,7 +179,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[LIVE_HUB] = hub
     app[api_live.LIVE_REPO] = hub.repo
     app[api_live.RTMP_PORT] = config.ingest.rtmp_port
-    await hub.recover()
+    if config.ingest.rtmp_enabled:  # the ingesting process owns live streams
+        await hub.recover()
     app[WHIP] = WhipEndpoint(hub, [h.strip() for h in config.ingest.webrtc_hosts.split(",")
                                    if h.strip()], config.ingest.webrtc_keyframe_interval)
     rtmp = None

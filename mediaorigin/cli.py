@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import logging
 import multiprocessing
 import os
@@ -117,8 +118,9 @@ def serve(config: Config) -> None:
         serve_one(config)
         return
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(config,), daemon=True)
-             for _ in range(config.server.workers)]
+    procs = [ctx.Process(target=_worker, args=(config if n == 0 else _without_ingest(config),),
+                         daemon=True)
+             for n in range(config.server.workers)]
     for p in procs:
         p.start()
 
@@ -131,6 +133,13 @@ def serve(config: Config) -> None:
     signal.signal(signal.SIGINT, forward)
     for p in procs:
         p.join()
+
+
+def _without_ingest(config: Config) -> Config:
+    """Live channels live in the process that ingests them: only the first worker does."""
+    other = copy.deepcopy(config)
+    other.ingest.rtmp_enabled = False
+    return other
 
 
 def _worker(config: Config) -> None:
