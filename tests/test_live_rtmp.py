@@ -126,6 +126,9 @@ def test_rtmp_lecture_plays_live_and_becomes_a_frame_identical_recording(
         assert "#EXT-X-PRELOAD-HINT:TYPE=PART" in video
         assert "#EXT-X-PROGRAM-DATE-TIME:" in video
         assert "#EXT-X-ENDLIST" not in video
+        # The demo page offers the live lecture first.
+        page = origin.get("/").body.decode()
+        assert f'data-id="{live_id}" data-live="1"' in page
         # The live stream is watched while it is published: the viewer count says so.
         assert state(origin, live_id)["viewers"] >= 1
         assert publisher.wait(30) == 0
