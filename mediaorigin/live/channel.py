@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable
@@ -64,13 +63,8 @@ class _Segment:
     ts: bytes | None = None
 
 
-class ChannelEnded(Exception):
-    pass
-
-
 class LiveChannel:
-    def __init__(self, live_id: str, settings: ChannelSettings, directory: Path,
-                 on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, live_id: str, settings: ChannelSettings, directory: Path) -> None:
         self.id = live_id
         self.settings = settings
         self.directory = directory
@@ -90,9 +84,7 @@ class LiveChannel:
         self._changed = asyncio.Event()
         self._writes: asyncio.Queue[tuple[Path, bytes] | None] = asyncio.Queue()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
-        self._removed_files: list[Path] = []
         self.keep_files = True  # recording: segments leaving the window stay on disk
-        self.on_change = on_change
         self.availability_start: float | None = None
         self._segment_bits: dict[str, deque[tuple[float, int]]] = {}
         self._rendered: dict[tuple, str] = {}
@@ -344,8 +336,6 @@ class LiveChannel:
         self._rendered.clear()
         self._changed.set()
         self._changed = asyncio.Event()
-        if self.on_change is not None:
-            self.on_change()
 
     # --- disk --------------------------------------------------------------------------------
 
@@ -371,9 +361,6 @@ class LiveChannel:
                 await asyncio.to_thread(_write_file, path, data)
             except OSError as e:
                 log.error("live %s: cannot write %s: %s", self.id, path.name, e)
-
-    async def discard_files(self) -> None:
-        await asyncio.to_thread(shutil.rmtree, self.directory, True)
 
     # --- playback ----------------------------------------------------------------------------
 
@@ -404,6 +391,8 @@ class LiveChannel:
         return text
 
     def viewer(self, who: str) -> None:
+        if len(self._viewers) > 100_000:
+            self.viewers()  # drop the ones gone quiet before the map grows further
         self._viewers[who] = time.monotonic()
 
     def viewers(self, within: float = 15.0) -> int:
@@ -443,12 +432,6 @@ class LiveChannel:
             except TimeoutError:
                 return False
         return True
-
-    async def wait_changed(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            pass
 
     def init(self, name: str, epoch: int) -> bytes | None:
         info = self.epochs.get(epoch)
@@ -500,17 +483,6 @@ class LiveChannel:
         if seg.data is not None:
             seg.ts = data
         return data
-
-    def segment_files(self) -> dict[int, dict[str, list[Path]]]:
-        """Per epoch, per rendition: the segment files in order (for the recording)."""
-        found: dict[int, dict[str, list[Path]]] = {}
-        for number, info in self.epochs.items():
-            for name in info.tracks:
-                folder = self._epoch_dir(number) / name
-                files = sorted(folder.glob("*.m4s"), key=lambda p: int(p.stem))
-                found.setdefault(number, {})[name] = files
-        return found
-
 
 def _merge(runs: list[SampleRun]) -> SampleRun | None:
     if not runs:
