@@ -122,7 +122,7 @@ def test_rtmp_lecture_plays_live_and_becomes_a_frame_identical_recording(
         assert f'CODECS="{video_codec["codecString"]},mp4a.40.2",RESOLUTION=320x240,' \
             'AUDIO="audio"' in master
         video = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
-        assert "#EXT-X-PART-INF:PART-TARGET=0.5" in video
+        assert re.search(r"#EXT-X-PART-INF:PART-TARGET=0\.5(0\d)?\n", video)
         assert "#EXT-X-PRELOAD-HINT:TYPE=PART" in video
         assert "#EXT-X-PROGRAM-DATE-TIME:" in video
         assert "#EXT-X-ENDLIST" not in video
@@ -134,6 +134,7 @@ def test_rtmp_lecture_plays_live_and_becomes_a_frame_identical_recording(
         assert publisher.wait(30) == 0
     finally:
         publisher.kill()
+        publisher.wait()
     media_id = ended_with_recording(origin, live_id)
     # The live outputs hold every published frame, bit for bit (no re-encoding anywhere).
     source = framemd5(str(clip))
@@ -180,11 +181,17 @@ def test_ll_hls_playlists_follow_the_spec(origin: OriginThread, clip: Path) -> N
         assert r.status == 200 and r.body[4:8] == b"styp"
         # Every part is at most PART-TARGET; rendition reports name the audio playlist.
         text = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
-        durations = [float(d) for d in re.findall(r"EXT-X-PART:DURATION=([\d.]+)", text)]
-        assert durations and max(durations) <= 0.5
+        # Every part is at most PART-TARGET (the configured 0.5 s give or take the 1 ms
+        # jitter of FLV timestamps) and at least 85 % of it but the last of a segment.
+        target = float(re.search(r"PART-TARGET=([\d.]+)", text)[1])
+        assert 0.5 <= target <= 0.502
+        for segment in re.split(r"#EXTINF", text)[:-1]:
+            durations = [float(d) for d in re.findall(r"EXT-X-PART:DURATION=([\d.]+)", segment)]
+            assert durations and max(durations) <= target
+            assert min(durations[:-1], default=target) >= 0.85 * target
         assert "#EXT-X-RENDITION-REPORT:URI=\"../audio/index.m3u8\"" in text
-        assert re.search(r"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1\.5,"
-                         r"CAN-SKIP-UNTIL=12", text)
+        assert re.search(r"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1\.50?\d?,"
+                         r"CAN-SKIP-UNTIL=12\n", text)
         # Too far ahead, or a part without its segment number: 400 at once.
         last = int(re.findall(r"^(\d+)\.m4s", text, re.M)[-1]) if \
             re.findall(r"^(\d+)\.m4s", text, re.M) else 0
@@ -197,6 +204,7 @@ def test_ll_hls_playlists_follow_the_spec(origin: OriginThread, clip: Path) -> N
         assert publisher.wait(30) == 0
     finally:
         publisher.kill()
+        publisher.wait()
     # The publisher is gone (within the reconnect grace): a wait for the next part times out
     # with 503, not a hang.
     text = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
@@ -253,6 +261,7 @@ def test_stream_keys_are_checked_and_one_publisher_at_a_time(origin: OriginThrea
         assert state(origin, live_id)["ingest"]["connected"]
     finally:
         first.kill()
+        first.wait()
         first.wait()
     # DELETE ends the stream and revokes the key.
     r = origin.request("DELETE", f"/api/live/{live_id}", None, auth())
@@ -349,6 +358,7 @@ def test_clean_stop_while_live_keeps_everything_ingested(tmp_path: Path, clip: P
     finally:
         origin.stop()
         p.kill()
+        p.wait()
     again = live_origin(tmp_path)
     try:
         media_id = ended_with_recording(again, live_id)
@@ -373,6 +383,7 @@ def test_live_abr_ladder_is_aligned_with_the_source(tmp_path: Path) -> None:
             assert p.wait(30) == 0
         finally:
             p.kill()
+            p.wait()
         origin.request("DELETE", f"/api/live/{live_id}", None, auth())
         ended_with_recording(origin, live_id)
         master = origin.get(f"/live/{live_id}/master.m3u8").body.decode()

@@ -81,6 +81,7 @@ class LiveChannel:
         self._fragment = 0
         self._media_end = 0.0  # seconds: the latest sample end of any track
         self._target_seen = math.ceil(settings.target)
+        self._part_target_seen = settings.part_target  # PART-TARGET: the longest part made
         self._changed = asyncio.Event()
         self._writes: asyncio.Queue[tuple[Path, bytes] | None] = asyncio.Queue()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
@@ -270,6 +271,9 @@ class LiveChannel:
         current.parts.append(data)
         current.runs.append(runs)
         current.meta.parts.append(LivePart(part.duration, part.independent))
+        if self.settings.part_target:
+            self._part_target_seen = max(self._part_target_seen,
+                                         math.ceil(part.duration * 1000 - 1e-6) / 1000)
         self._notify()
 
     def _current_epoch(self) -> EpochInfo:
@@ -366,14 +370,15 @@ class LiveChannel:
 
     @property
     def ready(self) -> bool:
-        return any(seg.meta.parts for seg in self._segments)
+        """Players need one whole segment to start (hls.js and the MPD's Period)."""
+        return any(seg.meta.complete for seg in self._segments)
 
     def window(self) -> LiveWindow:
         return LiveWindow(
             segments=[seg.meta for seg in self._segments if seg.meta.parts],
             renditions=list(self.renditions.values()),
             target_duration=self._target_seen,
-            part_target=self.settings.part_target,
+            part_target=self._part_target_seen if self.settings.part_target else 0.0,
             ended=self.state == "ended",
             discontinuity_sequence=self._discontinuities,
             availability_start=self.availability_start or time.time(),

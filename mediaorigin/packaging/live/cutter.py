@@ -1,8 +1,9 @@
 """Cut a live elementary stream into LL-HLS parts and segments (pure, no I/O).
 
-Video drives the cuts: a part ends before the frame that would make it longer than the part
-target, and a segment ends before the first keyframe once it reaches the target duration, so
-every segment starts with a keyframe and every part is at most PART-TARGET long. Audio follows
+Video drives the cuts: a part ends at the frame nearest the part target, and a segment ends
+before the first keyframe once it reaches the target duration, so every segment starts with a
+keyframe and parts are the target give or take half a frame (the playlist announces the
+longest one as PART-TARGET). Audio follows
 video: the audio part for [a, b) is complete once an audio frame at or after b has arrived, and
 both tracks' parts are released together so every rendition lists the same parts. Without
 video, audio cuts on its own.
@@ -146,7 +147,9 @@ class Cutter:
         self._last_duration = s.dts - last.dts
         elapsed = s.dts - self._segment_start
         cut_segment = s.sync and elapsed >= self.target - self._last_duration // 2
-        cut_part = s.dts - current.start + self._last_duration > self.part_target
+        # Parts end at the frame nearest the part target (timestamps in whole milliseconds
+        # jitter by one): the playlist's PART-TARGET is the longest part actually made.
+        cut_part = s.dts - current.start >= self.part_target - self._last_duration // 2
         if cut_segment or cut_part:
             current.end = s.dts
             # Where rung frames change parts: at the next segment's keyframe exactly, else
