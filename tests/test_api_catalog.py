@@ -198,11 +198,13 @@ def without_implicit_head(routes: list[tuple[str, str]]) -> set[tuple[str, str]]
 def fill(template: str, media_id: str, job_id: str) -> str:
     return (template.replace("{media_id}", media_id).replace("{job_id}", job_id)
             .replace("{generation}", "1").replace("{upload_id}", "0123456789abcdef")
-            .replace("{language}", "en"))
+            .replace("{language}", "en").replace("{live_id}", "live_unknown0"))
 
 
 EXPECTED_ROUTES = {
     ("POST", "/api/media/upload"), ("POST", "/api/media/webhook"), ("GET", "/api/media"),
+    ("POST", "/api/live"), ("GET", "/api/live"), ("GET", "/api/live/{live_id}"),
+    ("DELETE", "/api/live/{live_id}"), ("GET", "/api/live/{live_id}/token"),
     ("GET", "/api/media/{media_id}"), ("PATCH", "/api/media/{media_id}"),
     ("DELETE", "/api/media/{media_id}"), ("POST", "/api/media/{media_id}/upload"),
     ("POST", "/api/media/{media_id}/process"), ("GET", "/api/media/{media_id}/status"),
