@@ -18,10 +18,9 @@ from test_whip_ingest import (
     KEY,
     WHIP,
     RecordingGate,
-    avcc_sps,
+    avcc_dimensions,
     check_audio,
     check_video,
-    sps_dimensions,
 )
 
 from mediaorigin.app import errors
@@ -109,6 +108,6 @@ async def test_golive_page_publishes(aiohttp_client: Callable[..., Any], chromiu
     assert sink.closes == 1
     # Chromium may scale its camera down under load: the encoder then starts a new run.
     check_video(sink)
-    width, height = sps_dimensions(avcc_sps(sink.runs("video")[0][0].config))
+    width, height = avcc_dimensions(sink.runs("video")[0][0].config)
     assert width >= 320 and height >= 180, (width, height)
     check_audio(sink)

@@ -37,6 +37,7 @@ from mediaorigin.ingest.frames import Frame, PublishRefused, PublishSink, TrackC
 from mediaorigin.ingest.reencode import H264Encoder, SessionClock
 from mediaorigin.ingest.whip import WhipEndpoint
 from mediaorigin.ingest.whip_http import MAX_OFFER_BYTES, add_whip_routes
+from mediaorigin.packaging.mp4.sample_entries import avc_dimensions
 from mediaorigin.packaging.ts.annexb import access_unit, avc_format
 
 KEY = "s3cret-stream-key"
@@ -225,76 +226,10 @@ def candidate_addresses(sdp: str) -> list[str]:
 # --- checking what arrived --------------------------------------------------------------------
 
 
-class _Bits:
-    """Exp-Golomb reader over an RBSP (emulation prevention bytes removed)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = re.sub(b"\x00\x00\x03", b"\x00\x00", data)
-        self.pos = 0
-
-    def u(self, n: int) -> int:
-        value = 0
-        for _ in range(n):
-            value = (value << 1) | (self.data[self.pos >> 3] >> (7 - (self.pos & 7))) & 1
-            self.pos += 1
-        return value
-
-    def ue(self) -> int:
-        zeros = 0
-        while self.u(1) == 0:
-            zeros += 1
-        return (1 << zeros) - 1 + self.u(zeros)
-
-    def se(self) -> int:
-        k = self.ue()
-        return (k + 1) // 2 if k & 1 else -(k // 2)
-
-
-def sps_dimensions(sps: bytes) -> tuple[int, int]:
-    """Width and height an H.264 SPS declares (ISO/IEC 14496-10 7.3.2.1.1)."""
-    b = _Bits(sps[1:])
-    profile = b.u(8)
-    b.u(16)  # constraint flags, level
-    b.ue()  # seq_parameter_set_id
-    chroma = 1
-    if profile in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
-        chroma = b.ue()
-        if chroma == 3:
-            b.u(1)
-        b.ue()  # bit depths
-        b.ue()
-        b.u(1)
-        assert b.u(1) == 0, "scaling matrices are not expected from x264 defaults"
-    b.ue()  # log2_max_frame_num_minus4
-    poc_type = b.ue()
-    if poc_type == 0:
-        b.ue()
-    elif poc_type == 1:
-        b.u(1)
-        b.se()
-        b.se()
-        for _ in range(b.ue()):
-            b.se()
-    b.ue()  # max_num_ref_frames
-    b.u(1)
-    width_mbs, height_units = b.ue() + 1, b.ue() + 1
-    frame_mbs_only = b.u(1)
-    if not frame_mbs_only:
-        b.u(1)
-    b.u(1)  # direct_8x8_inference
-    left = right = top = bottom = 0
-    if b.u(1):
-        left, right, top, bottom = b.ue(), b.ue(), b.ue(), b.ue()
-    crop_x, crop_y = (2, 2 * (2 - frame_mbs_only)) if chroma == 1 else (1, 2 - frame_mbs_only)
-    return (width_mbs * 16 - crop_x * (left + right),
-            height_units * 16 * (2 - frame_mbs_only) - crop_y * (top + bottom))
-
-
-def avcc_sps(config: bytes) -> bytes:
-    assert config[0] == 1 and config[4] & 0x03 == 3, config[:6].hex()  # v1, 4-byte lengths
-    assert config[5] & 0x1F >= 1
-    length = int.from_bytes(config[6:8], "big")
-    return config[8 : 8 + length]
+def avcc_dimensions(config: bytes) -> tuple[int, int]:
+    """The picture size an avcC's SPS announces (v1 record, 4-byte NAL lengths)."""
+    assert config[0] == 1 and config[4] & 0x03 == 3, config[:6].hex()
+    return avc_dimensions(config)
 
 
 def decode_video(config: TrackConfig, frames: list[Frame]) -> list[av.VideoFrame]:
@@ -329,7 +264,7 @@ def check_video(sink: RecordingSink, size: tuple[int, int] | None = None) -> Non
     assert all(f.cts == 0 for f in video)  # no B-frames
     for config, frames in runs:
         assert (config.codec, config.timescale) == ("h264", 90_000)
-        dimensions = sps_dimensions(avcc_sps(config.config))
+        dimensions = avcc_dimensions(config.config)
         assert size is None or dimensions == size
         assert frames and frames[0].keyframe
         pictures = decode_video(config, frames)
@@ -545,7 +480,7 @@ def test_resolution_change_reopens_encoder() -> None:
         out += encoder.encode(frame, i // 2 / 30)
     configs = [o for o in out if isinstance(o, TrackConfig)]
     frames = [o for o in out if isinstance(o, Frame)]
-    assert [sps_dimensions(avcc_sps(c.config)) for c in configs] == [(320, 240), (160, 120)]
+    assert [avcc_dimensions(c.config) for c in configs] == [(320, 240), (160, 120)]
     assert isinstance(out[0], TrackConfig) and isinstance(out[6], TrackConfig)
     assert [f.keyframe for f in frames] == [True, False, False, False, False] * 2
     assert all(b.dts > a.dts for a, b in zip(frames, frames[1:], strict=False))
