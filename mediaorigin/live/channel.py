@@ -270,7 +270,9 @@ class LiveChannel:
             self._media_end = max(self._media_end, end)
         current.parts.append(data)
         current.runs.append(runs)
-        current.meta.parts.append(LivePart(part.duration, part.independent))
+        own = {name: sum(run.durations) / run.track.timescale for name, run in runs.items()}
+        current.meta.parts.append(LivePart(part.duration, part.independent, {
+            name: d for name, d in own.items() if abs(d - part.duration) > 1e-6}))
         if self.settings.part_target:
             self._part_target_seen = max(self._part_target_seen,
                                          math.ceil(part.duration * 1000 - 1e-6) / 1000)

@@ -59,6 +59,7 @@ def media(w: LiveWindow, rendition: str, query: str, *, ts: bool = False,
     """One rendition's playlist; `ts` lists muxed MPEG-TS segments (no parts)."""
     q = f"?{query}" if query else ""
     parts_on = w.part_target > 0 and not ts
+    timescale = next((r.timescale for r in w.renditions if r.name == rendition), 0)
     version = 9 if parts_on else (3 if ts else 6)
     head = ["#EXTM3U", f"#EXT-X-VERSION:{version}", f"#EXT-X-TARGETDURATION:{w.target_duration}"]
     control = ["CAN-BLOCK-RELOAD=YES"]
@@ -102,10 +103,11 @@ def media(w: LiveWindow, rendition: str, query: str, *, ts: bool = False,
         if parts_on and s.start + s.duration > parts_from:
             for i, p in enumerate(s.parts):
                 independent = ",INDEPENDENT=YES" if p.independent else ""
-                body.append(f'#EXT-X-PART:DURATION={p.duration:.5f},'
+                body.append(f'#EXT-X-PART:DURATION={p.of(rendition):.5f},'
                             f'URI="{s.msn}.{i}.{ext}{q}"{independent}')
         if s.complete:
-            body += [f"#EXTINF:{s.duration:.5f},", f"{s.msn}.{ext}{q}"]
+            seconds = s.duration_of(rendition, timescale) if timescale else s.duration
+            body += [f"#EXTINF:{seconds:.5f},", f"{s.msn}.{ext}{q}"]
     if w.ended:
         body.append("#EXT-X-ENDLIST")
     elif parts_on and segments:

@@ -9,8 +9,13 @@ from ..model import CodecInfo
 
 @dataclass(slots=True)
 class LivePart:
-    duration: float
+    duration: float  # of the video (the driving track)
     independent: bool
+    # Rendition -> its own duration where it differs (audio ends on a whole AAC frame).
+    durations: dict[str, float] = field(default_factory=dict)
+
+    def of(self, rendition: str) -> float:
+        return self.durations.get(rendition, self.duration)
 
 
 @dataclass(slots=True)
@@ -27,6 +32,11 @@ class LiveSegment:
     @property
     def duration(self) -> float:
         return sum(p.duration for p in self.parts)
+
+    def duration_of(self, rendition: str, timescale: int) -> float:
+        if rendition in self.ticks:
+            return self.ticks[rendition][1] / timescale
+        return sum(p.of(rendition) for p in self.parts)
 
 
 @dataclass(frozen=True, slots=True)
