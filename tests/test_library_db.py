@@ -129,10 +129,10 @@ async def test_migrations_upgrade_noop_downgrade_upgrade(db_url: str, tmp_path: 
         url, drop = f"{POSTGRES_ADMIN.rsplit('/', 1)[0]}/{name}", name
     engine = await open_database(url, tmp_path)
     try:
-        assert HEAD == "0002"
+        assert HEAD == "0003"
         assert await _version(engine) == [HEAD]
         tables = {"media", "media_tags", "generations", "assets", "jobs", "history",
-                  "content_keys", "audit_log"}
+                  "content_keys", "audit_log", "live_streams"}
         assert tables | {"alembic_version"} <= await _tables(engine)
         lib = Library(engine)
         kept = await lib.create_media(title="Survives a second migrate", type="video")

@@ -276,6 +276,8 @@ class LiveChannel:
         if self.settings.part_target:
             self._part_target_seen = max(self._part_target_seen,
                                          math.ceil(part.duration * 1000 - 1e-6) / 1000)
+        if part.ends_segment:
+            self._complete_current()  # listed now, not when the next part arrives
         self._notify()
 
     def _current_epoch(self) -> EpochInfo:
@@ -295,7 +297,8 @@ class LiveChannel:
                 seg.meta.ticks[name] = (runs[0].base_time, sum(sum(r.durations) for r in runs))
             self._save(self._segment_path(seg.meta.epoch, name, seg.meta.msn), seg.data[name])
             self._measure(name, seg.meta.duration, len(seg.data[name]))
-        self._target_seen = max(self._target_seen, math.ceil(seg.meta.duration - 0.001))
+        # EXTINF rounded to the nearest second must not exceed it (RFC 8216 4.3.3.1).
+        self._target_seen = max(self._target_seen, int(seg.meta.duration + 0.5))
         self._trim()
         self._notify()
 
@@ -435,7 +438,8 @@ class LiveChannel:
             if remaining <= 0:
                 return False
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
             except TimeoutError:
                 return False
         return True

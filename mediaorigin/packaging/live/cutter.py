@@ -46,6 +46,7 @@ class CutPart:
     duration: float
     independent: bool  # starts with a keyframe (or is audio-only)
     new_segment: bool  # the first part of a segment
+    ends_segment: bool  # the last part of its segment (the next keyframe cut is known)
     video: SampleRun | None
     audio: SampleRun | None
     rungs: dict[str, SampleRun] = field(default_factory=dict)
@@ -64,6 +65,7 @@ class _Open:
     start: int  # ticks of the driving track
     samples: list[Sample] = field(default_factory=list)
     new_segment: bool = False
+    ends_segment: bool = False
     end: int = 0
     rung_boundary: int | None = None  # rung frames presented before this belong here
 
@@ -152,6 +154,7 @@ class Cutter:
         cut_part = s.dts - current.start >= self.part_target - self._last_duration // 2
         if cut_segment or cut_part:
             current.end = s.dts
+            current.ends_segment = cut_segment
             # Where rung frames change parts: at the next segment's keyframe exactly, else
             # at the part end in presentation time.
             current.rung_boundary = s.dts + (s.cts if cut_segment
@@ -233,7 +236,8 @@ class Cutter:
             audio_run = _run(driver, part.samples, end)
         return CutPart(start / ts, (end - start) / ts,
                        independent=part.samples[0].sync if part.samples else False,
-                       new_segment=part.new_segment, video=video_run, audio=audio_run,
+                       new_segment=part.new_segment, ends_segment=part.ends_segment or final,
+                       video=video_run, audio=audio_run,
                        rungs=self._take_rungs(part, final) if self.rungs else {})
 
 
