@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 IPAddress = IPv4Address | IPv6Address
@@ -26,6 +27,7 @@ IPNetwork = IPv4Network | IPv6Network
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
+@lru_cache(maxsize=8192)  # the same few peers ask again and again (proxies, crowds)
 def parse_ip(text: str) -> IPAddress | None:
     """One address as proxies write it, or None when malformed.
 

@@ -127,7 +127,7 @@ def evaluate(rules: AccessRules, req: RequestInfo) -> Denial | None:
     ip = req.ip
     if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # ::ffff:1.2.3.4 is checked against IPv4 networks
-    if any(ip in network for network in rules.deny_networks):
+    if rules.deny_networks and any(ip in network for network in rules.deny_networks):
         return Denial("ip_denied", "Playback is blocked from your network.")
     if rules.allow_networks is not None and not any(ip in n for n in rules.allow_networks):
         return Denial("ip_not_allowed", "Playback is limited to approved networks.")
