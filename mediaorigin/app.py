@@ -14,6 +14,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from .analytics.emitter import EMITTER, emitter_from_config
+from .analytics.runtime import start_analytics
 from .api import context as api_context
 from .api import live as api_live
 from .api.app import create_api
@@ -41,6 +43,7 @@ from .origin.http import json_error
 from .origin.live_routes import LIVE_HUB, add_live_routes
 from .origin.playback import Playback
 from .origin.routes import GUARD, PLAYBACK, VIEWERS, add_routes
+from .origin.served import SERVER_EVENTS
 from .storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -160,6 +163,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     runtime.notifier.on_published.append(playback.revalidate)
     guard = PlaybackGuard.from_config(config)
     app[GUARD] = guard
+    emitter = emitter_from_config(config)  # analytics events to Redis, off the response path
+    await emitter.start()
+    app[EMITTER] = emitter
+    if config.analytics.enabled and config.analytics.server_events:
+        app[SERVER_EVENTS] = emitter
     redis = None
     if config.auth.max_streams_per_user > 0:
         redis = aioredis.from_url(config.redis.url, socket_timeout=1.0,
@@ -175,6 +183,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[api_context.LIBRARY] = runtime.library
     app[api_context.SERVICE] = runtime.service
     app[api_context.NOTIFIER] = runtime.notifier
+    # The stream's aggregator (retries in the background while Redis is away) and reader.
+    analytics = await start_analytics(config, runtime.library, read=True,
+                                      aggregate=config.analytics.aggregate_in_server)
+    if analytics.reader is not None:
+        app[api_context.ANALYTICS] = analytics.reader
     hub = _live_hub(config, runtime, storage)
     app[LIVE_HUB] = hub
     app[api_live.LIVE_REPO] = hub.repo
@@ -195,6 +208,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await rtmp.stop()
     await app[WHIP].close_all()
     await hub.close()
+    await emitter.stop()
+    await analytics.stop()
     await runtime.stop()
     playback.close()
     guard.close()

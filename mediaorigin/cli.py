@@ -117,6 +117,10 @@ def serve(config: Config) -> None:
     if config.server.workers == 1:
         serve_one(config)
         return
+    if config.ingest.rtmp_enabled:
+        log.warning("live lectures are ingested and served by the first of %d workers only: "
+                    "route /live/ to it, or run live origins with server.workers = 1",
+                    config.server.workers)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(config if n == 0 else _without_ingest(config),),
                          daemon=True)
@@ -159,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the origin")
     p_serve.add_argument("--config", type=Path, help="config.toml (default: none, built-ins)")
-    p_worker = sub.add_parser("worker", help="work on processing jobs from the Redis queue")
+    p_worker = sub.add_parser("worker", help="work on processing jobs from the Redis queue "
+                              "and aggregate playback analytics")
     p_worker.add_argument("--config", type=Path)
     p_import = sub.add_parser(
         "import", help="bulk-import files or folders of lectures (each file a media item, "
@@ -251,21 +256,30 @@ async def _migrate(config: Config) -> None:
 
 
 def worker(config: Config) -> int:
-    """`mediaorigin worker`: run processing jobs from the Redis Streams group until stopped."""
-    if config.jobs.backend != "redis":
-        print("mediaorigin: worker needs jobs.backend = \"redis\" (in-process jobs run inside "
-              "serve)", file=sys.stderr)
+    """`mediaorigin worker`: run processing jobs from the Redis Streams group (jobs.backend
+    "redis") and aggregate the analytics stream ([analytics] enabled) until stopped."""
+    if config.jobs.backend != "redis" and not config.analytics.enabled:
+        print("mediaorigin: worker needs jobs.backend = \"redis\" or [analytics] enabled "
+              "(in-process jobs run inside serve)", file=sys.stderr)
         return 2
     asyncio.run(_work(config))
     return 0
 
 
 async def _work(config: Config) -> None:
+    from .analytics.runtime import start_analytics
     from .library.runtime import start_library
 
-    runtime = await start_library(config, consume=True)
-    log.info("worker %d: processing jobs (%d at a time)", os.getpid(), config.jobs.concurrency)
+    jobs = config.jobs.backend == "redis"
+    runtime = await start_library(config, consume=jobs)
+    analytics = await start_analytics(config, runtime.library, aggregate=True, read=False)
+    if jobs:
+        log.info("worker %d: processing jobs (%d at a time)", os.getpid(),
+                 config.jobs.concurrency)
+    if analytics.aggregator is not None:
+        log.info("worker %d: aggregating analytics events", os.getpid())
     await _until_stopped()
+    await analytics.stop()
     await runtime.stop()
 
 

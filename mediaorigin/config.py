@@ -151,6 +151,17 @@ class LiveConfig:
 
 
 @dataclass
+class AnalyticsConfig:
+    enabled: bool = True  # playback events into the Redis stream of [redis] url
+    server_events: bool = True  # one event per manifest and segment served
+    buffer: int = 100000  # events kept while Redis is away; beyond, the oldest are dropped
+    stream_maxlen: int = 1000000  # XADD MAXLEN ~: the stream is trimmed to about this
+    max_beacon_events: int = 500  # events per beacon POST
+    # Aggregate the stream in the serve process too (`mediaorigin worker` always does).
+    aggregate_in_server: bool = True
+
+
+@dataclass
 class DemoConfig:
     enabled: bool = True  # generate and register a demo lecture at first start
     duration: float = 30.0
@@ -169,6 +180,7 @@ class Config:
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     base_dir: Path = field(default_factory=Path.cwd)  # relative paths resolve against it
 
@@ -226,6 +238,10 @@ class Config:
                               "live.target_duration, itself at most 30 s")
         if not 0.5 <= self.processing.keyframe_interval <= 20:
             raise ConfigError("processing.keyframe_interval must be between 0.5 and 20 seconds")
+        an = self.analytics
+        if an.buffer < 1 or an.stream_maxlen < 1 or not 1 <= an.max_beacon_events <= 10000:
+            raise ConfigError("analytics.buffer and analytics.stream_maxlen must be at least 1, "
+                              "analytics.max_beacon_events between 1 and 10000")
 
 
 def _sections(cls: type) -> list[str]:

@@ -20,8 +20,10 @@ from mediaorigin.config import Config
 
 
 def make_config(root: Path, **sections: dict[str, object]) -> Config:
-    # Tests never take the standard RTMP port: each origin listens on a free one.
-    env = {"MEDIAORIGIN_DEMO_ENABLED": "false", "MEDIAORIGIN_INGEST_RTMP_PORT": "0"}
+    # Tests never take the standard RTMP port: each origin listens on a free one. Nor the
+    # machine's Redis: analytics are off unless a test turns them on with its private one.
+    env = {"MEDIAORIGIN_DEMO_ENABLED": "false", "MEDIAORIGIN_INGEST_RTMP_PORT": "0",
+           "MEDIAORIGIN_ANALYTICS_ENABLED": "false"}
     for section, values in sections.items():
         for key, value in values.items():
             env[f"MEDIAORIGIN_{section.upper()}_{key.upper()}"] = str(value)

@@ -27,6 +27,7 @@ def env_for(root: Path, **extra: str) -> dict[str, str]:
         "MEDIAORIGIN_LIBRARY_UPLOADS_DIR": str(root / "uploads"),
         "MEDIAORIGIN_AUTH_ADMIN_KEY_FILE": str(root / "admin-key"),
         "MEDIAORIGIN_DEMO_ENABLED": "false",
+        "MEDIAORIGIN_ANALYTICS_ENABLED": "false",  # never the machine's Redis
         **extra,
     })
     return env

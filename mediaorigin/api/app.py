@@ -7,7 +7,7 @@ from aiohttp import web
 from ..auth.apikeys import ApiKeys, bootstrap_admin_key
 from ..config import Config
 from ..library.service import processing_defaults
-from . import audit, context, live, media, playback, resumable
+from . import analytics, audit, beacons, context, live, media, playback, resumable
 from .auth import require_api_key
 from .tus import TusRoutes, TusStore
 
@@ -29,6 +29,9 @@ def create_api(config: Config) -> web.Application:
     api.router.add_get("/audit", audit.list_audit)
     playback.add_routes(api)
     live.add_routes(api)
+    beacons.add_routes(api)  # player beacons: playback auth, no API key
+    analytics.add_routes(api)  # analytics queries and reports (API keys)
+    api[beacons.MAX_BEACON_EVENTS] = config.analytics.max_beacon_events
     api[live.RTMP_URL] = config.ingest.rtmp_public_url
     api[live.DEFAULT_RECORD] = config.live.record
     api[live.DEFAULT_DVR] = config.live.dvr_window

@@ -17,7 +17,8 @@ from .context import API_KEYS, PRINCIPAL
 from .errors import ApiError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SIGNED_ROUTES = {"processor_webhook"}
+# Player beacons carry a playback token instead (checked in their handler like playback).
+SIGNED_ROUTES = {"processor_webhook", "analytics_beacons"}
 
 
 @web.middleware

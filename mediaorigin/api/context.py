@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from ..analytics.queries import AnalyticsReader
 from ..auth.apikeys import ApiKeys, Principal
 from ..library.notify import Notifier
 from ..library.repository import Library
@@ -18,6 +19,7 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 PROCESSING_DEFAULTS = web.AppKey("processing_defaults", dict)
 WEBHOOK_SECRETS = web.AppKey("webhook_secrets", list)
 SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
+ANALYTICS = web.AppKey("analytics_reader", AnalyticsReader)  # absent: analytics off
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 

@@ -14,6 +14,7 @@ from ..library.repository import CursorError, MediaQuery
 from ..library.webhooks import SignatureError, verify
 from ..origin.http import read_body
 from .context import (
+    ANALYTICS,
     LIBRARY,
     NOTIFIER,
     PROCESSING_DEFAULTS,
@@ -105,7 +106,13 @@ async def list_media(request: web.Request) -> web.Response:
 
 async def get_media(request: web.Request) -> web.Response:
     _require(request, "read")
-    return web.json_response(record(request, await visible_media(request)))
+    media = await visible_media(request)
+    body = record(request, media)
+    reader = request.config_dict.get(ANALYTICS)  # live totals, one Redis round trip
+    totals = await reader.record_block(media.id) if reader is not None else None
+    if totals is not None:
+        body["analytics"] = totals
+    return web.json_response(body)
 
 
 async def patch_media(request: web.Request) -> web.Response:

@@ -52,6 +52,7 @@ class Grant:
     user: str | None = None
     session: str | None = None
     claims: PlaybackClaims | None = None
+    country: str | None = None  # the client's, when a geo database is configured
 
 
 class PlaybackGuard:
@@ -107,11 +108,14 @@ class PlaybackGuard:
         forwarded = ", ".join(request.headers.getall("X-Forwarded-For", [])) or None
         return client_ip(request.remote or "0.0.0.0", forwarded, self.trusted_proxies)
 
-    def _credentials(self, request: web.Request, media_id: str, ip: str, now: float) -> Grant:
+    def _credentials(self, request: web.Request, media_id: str, ip: str, now: float,
+                     token: str | None = None) -> Grant:
         q = request.rel_url.query
+        if token is None:
+            token = q.get("token")
         try:
-            if "token" in q:
-                claims = self.keyring.verify(q["token"], media_id, ip, now)
+            if token is not None:
+                claims = self.keyring.verify(token, media_id, ip, now)
                 return Grant("token", claims.user, claims.session, claims)
             if "sig" in q:
                 verify_signed(request.raw_path.split("?", 1)[0], q, self.url_secrets, now, ip)
@@ -132,13 +136,14 @@ class PlaybackGuard:
 
     def authorize(self, request: web.Request, media_id: str,
                   media_access: dict[str, Any] | None,
-                  organization_id: str | None = None) -> Grant:
-        """Credentials and rules for one playback request; AccessDenied otherwise."""
+                  organization_id: str | None = None, token: str | None = None) -> Grant:
+        """Credentials and rules for one playback request; AccessDenied otherwise. `token`:
+        one sent otherwise than as `?token=` (the beacon route takes a Bearer header)."""
         now = time.time()
         ip = self.client(request)
         if self.limiter is not None and not self.limiter.allow(str(ip), now):
             raise AccessDenied("rate_limited", "too many requests; slow down", 429)
-        grant = self._credentials(request, media_id, str(ip), now)
+        grant = self._credentials(request, media_id, str(ip), now, token)
         rules = self._rules_for(media_id, media_access, organization_id)
         country = self.geo.country(ip) if self.geo is not None else None
         denial = evaluate(rules, RequestInfo(ip, country, request.headers.get("Referer"),
@@ -148,7 +153,9 @@ class PlaybackGuard:
         if grant.claims is not None and grant.claims.countries is not None and \
                 country not in grant.claims.countries:
             raise AccessDenied("country_not_allowed", "not playable from this country")
-        return grant
+        if country is None:
+            return grant
+        return Grant(grant.via, grant.user, grant.session, grant.claims, country)
 
 
     def _rules_for(self, media_id: str, media_access: dict[str, Any] | None,

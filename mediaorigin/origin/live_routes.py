@@ -20,6 +20,7 @@ from ..live.hub import LiveHub
 from ..packaging.dash.live import live_mpd
 from ..packaging.hls import live as hls
 from .routes import GUARD, VIEWERS
+from .served import GRANT, served
 
 LIVE_HUB = web.AppKey("live_hub", LiveHub)
 LIVE_ID = r"{live_id:live_[A-Za-z0-9_-]{1,64}}"
@@ -45,6 +46,7 @@ async def _authorized(request: web.Request) -> LiveChannel:
         raise ClientError(404, "live_not_started", "this live stream has not started")
     grant = guard.authorize(request, live_id, stream.access, stream.organization_id)
     await request.app[VIEWERS].admit(grant, request.rel_url.query.get("token"))
+    request[GRANT] = grant  # for the analytics event of the response
     channel.viewer(request.rel_url.query.get("token") or request.remote or "")
     if not channel.ready:
         raise ClientError(404, "live_not_started", "the stream has no media yet")
@@ -89,13 +91,15 @@ async def entry(request: web.Request) -> web.Response:
     channel = await _authorized(request)
     name = request.match_info["name"]
     query = _query(request)
+    live_id = request.match_info["live_id"]
     if name == "manifest.mpd":
-        return web.Response(text=live_mpd(channel.window(), query, time.time()),
-                            content_type="application/dash+xml", charset="utf-8",
-                            headers={"Cache-Control": "no-cache"})
+        mpd = web.Response(text=live_mpd(channel.window(), query, time.time()),
+                           content_type="application/dash+xml", charset="utf-8",
+                           headers={"Cache-Control": "no-cache"})
+        return served(request, mpd, live_id, None, name)
     text = channel.rendered(("master", name, query),
                             lambda w: hls.master(w, query, ts=name == "master-ts.m3u8"))
-    return _playlist(text, blocking=False)
+    return served(request, _playlist(text, blocking=False), live_id, None, name)
 
 
 async def media_playlist(request: web.Request) -> web.Response:
@@ -110,7 +114,8 @@ async def media_playlist(request: web.Request) -> web.Response:
     text = channel.rendered(
         ("media", rendition, query, skip),
         lambda w: hls.media(w, rendition, query, ts=ts, skip=skip))
-    return _playlist(text, blocking=blocking)
+    return served(request, _playlist(text, blocking=blocking), request.match_info["live_id"],
+                  rendition, "index.m3u8")
 
 
 async def media_file(request: web.Request) -> web.Response:
@@ -139,8 +144,9 @@ async def media_file(request: web.Request) -> web.Response:
         content_type = "video/iso.segment"
     if data is None:
         raise ClientError(404, "not_found", "no such segment or part")
-    return web.Response(body=data, content_type=content_type,
-                        headers={"Cache-Control": SEGMENT_CACHE})
+    return served(request, web.Response(body=data, content_type=content_type,
+                                        headers={"Cache-Control": SEGMENT_CACHE}),
+                  request.match_info["live_id"], rendition, name)
 
 
 async def init_file(request: web.Request) -> web.Response:
@@ -148,8 +154,9 @@ async def init_file(request: web.Request) -> web.Response:
     data = channel.init(request.match_info["rendition"], int(request.match_info["epoch"]))
     if data is None:
         raise ClientError(404, "not_found", "no such initialization segment")
-    return web.Response(body=data, content_type="video/mp4",
-                        headers={"Cache-Control": SEGMENT_CACHE})
+    return served(request, web.Response(body=data, content_type="video/mp4",
+                                        headers={"Cache-Control": SEGMENT_CACHE}),
+                  request.match_info["live_id"], request.match_info["rendition"], "init.mp4")
 
 
 def add_live_routes(app: web.Application) -> None:

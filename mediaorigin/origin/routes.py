@@ -14,6 +14,7 @@ from ..packaging import urls
 from . import protection
 from .http import read_body, respond
 from .playback import Playback, PlaybackError, Prepared, parse_clip
+from .served import GRANT, served
 
 PLAYBACK = web.AppKey("playback", Playback)
 MAX_LICENSE_REQUEST = 16 * 1024
@@ -40,6 +41,7 @@ async def authorized(request: web.Request) -> Prepared:
                                                                     q.get("end")))
     grant = guard.authorize(request, media_id, prep.item.access, prep.item.organization_id)
     await request.app[VIEWERS].admit(grant, q.get("token"))
+    request[GRANT] = grant  # for the analytics event of the response
     return prep
 
 
@@ -56,16 +58,17 @@ async def leave(request: web.Request) -> web.Response:
 async def entry_manifest(request: web.Request) -> web.StreamResponse:
     playback = request.app[PLAYBACK]
     prep = await authorized(request)
-    body = await playback.entry_manifest(prep, request.match_info["name"], carried_query(request))
-    return await respond(request, body)
+    name = request.match_info["name"]
+    body = await playback.entry_manifest(prep, name, carried_query(request))
+    return served(request, await respond(request, body), prep.item.id, None, name)
 
 
 async def child(request: web.Request) -> web.StreamResponse:
     playback = request.app[PLAYBACK]
     prep = await authorized(request)
-    body = await playback.child(prep, request.match_info["rid"], request.match_info["name"],
-                                carried_query(request))
-    return await respond(request, body)
+    rid, name = request.match_info["rid"], request.match_info["name"]
+    body = await playback.child(prep, rid, name, carried_query(request))
+    return served(request, await respond(request, body), prep.item.id, rid, name)
 
 
 async def content_key(request: web.Request) -> web.Response:
