@@ -41,6 +41,7 @@ from .origin.assets import ASSET_LIBRARY, ASSET_STORAGE, add_asset_routes
 from .origin.cache import IndexCache, SegmentCache
 from .origin.http import json_error
 from .origin.live_routes import LIVE_HUB, add_live_routes
+from .origin.metrics import OriginMetrics, metrics_handler
 from .origin.playback import Playback
 from .origin.routes import GUARD, PLAYBACK, VIEWERS, add_routes
 from .origin.served import SERVER_EVENTS
@@ -124,7 +125,9 @@ def cors(allowed: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamR
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[cors(config.server.cors_origins), errors])
+    metrics = OriginMetrics()
+    app = web.Application(middlewares=[metrics.middleware(), cors(config.server.cors_origins),
+                                       errors])
     app[CONFIG] = config
     app[api_context.SHUTTING_DOWN] = asyncio.Event()
     app.cleanup_ctx.append(_services)
@@ -135,6 +138,8 @@ def create_app(config: Config) -> web.Application:
     add_whip_routes(app, WHIP)
     app.add_subapp("/api/", create_api(config))
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler(metrics, config.server.metrics_token,
+                                                   lambda m: _refresh_metrics(app, m)))
     app.router.add_get("/.well-known/jwks.json", jwks_document)
     app.router.add_get("/", index_page)
     app.router.add_get("/player/hls.min.js", player_script)
@@ -234,6 +239,30 @@ def _live_hub(config: Config, runtime: LibraryRuntime, storage: LocalStorage) ->
 async def _shutting_down(app: web.Application) -> None:
     """Long-lived responses (progress event streams) end now rather than at the timeout."""
     app[api_context.SHUTTING_DOWN].set()
+
+
+async def _refresh_metrics(app: web.Application, m: OriginMetrics) -> None:
+    """Scrape-time gauges: caches, live channels, the analytics buffer, the job queue."""
+    segments = app[PLAYBACK].segments
+    m.cache.labels("memory").set(segments.hits_memory)
+    m.cache.labels("disk").set(segments.hits_disk)
+    m.cache.labels("miss").set(segments.misses)
+    m.live_bitrate.clear()
+    m.live_viewers.clear()
+    states: dict[str, int] = {"live": 0, "reconnecting": 0, "ended": 0, "idle": 0}
+    for live_id, channel in app[LIVE_HUB].channels.items():
+        states[channel.state] = states.get(channel.state, 0) + 1
+        if channel.state in ("live", "reconnecting"):
+            m.live_bitrate.labels(live_id).set(channel.stats.report()["bitrate"])
+            m.live_viewers.labels(live_id).set(channel.viewers())
+    for state, n in states.items():
+        m.live_streams.labels(state).set(n)
+    for key, value in app[EMITTER].stats().items():
+        if key in ("sent", "buffered", "dropped"):
+            m.events.labels(key).set(value)
+    counts = await app[RUNTIME].library.job_counts()
+    m.queue.set(counts.get("queued", 0))
+    m.running.set(counts.get("running", 0))
 
 
 async def healthz(request: web.Request) -> web.Response:

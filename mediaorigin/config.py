@@ -26,6 +26,7 @@ class ServerConfig:
     access_log: bool = False
     # CORS: the origins allowed to fetch playback URLs from a browser ("*" for any).
     cors_origins: str = "*"
+    metrics_token: str = ""  # when set, GET /metrics needs Authorization: Bearer <token>
 
 
 @dataclass

@@ -518,6 +518,13 @@ class Library:
                 at=time.time(), actor=actor, role=role, action=action, media_id=media_id,
                 details=details))
 
+    async def job_counts(self) -> dict[str, int]:
+        """Jobs by status, over every organization (operators' metrics)."""
+        j = schema.jobs
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(j.c.status, func.count()).group_by(j.c.status))
+            return {status: int(n) for status, n in rows}
+
     async def audit_entries(self, media_id: str | None = None, limit: int = 100
                             ) -> list[dict[str, Any]]:
         a = schema.audit_log

@@ -130,6 +130,8 @@ class SegmentCache:
         self.disk_bytes = disk_bytes
         self._disk_used: int | None = None  # measured at the first write, not at start-up
         self._lock = threading.Lock()
+        # Lookups answered from memory, from disk, or not at all (for /metrics).
+        self.hits_memory = self.hits_disk = self.misses = 0
 
     def _path(self, key: str) -> Path:
         media_id = key.split("/", 1)[0]
@@ -145,14 +147,18 @@ class SegmentCache:
     def get(self, key: str) -> CachedBody | None:
         data = self.memory.get(key)
         if data is not None:
+            self.hits_memory += 1
             return CachedBody(data, None, len(data))
         if self.disk_bytes <= 0:
+            self.misses += 1
             return None
         path = self._path(key)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
+            self.misses += 1
             return None
+        self.hits_disk += 1
         return CachedBody(None, path, size)
 
     def put(self, key: str, data: bytes) -> None:

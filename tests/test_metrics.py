@@ -1,0 +1,92 @@
+"""Prometheus /metrics from a running origin: request counts, bytes and latency by route
+template, segment cache outcomes, live ingest, the job queue; parsed with prometheus_client's
+own parser, checked to the exact count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from library_fixtures import auth, library_config
+from media import av_faststart
+from origin_server import OriginThread
+from prometheus_client.parser import text_string_to_metric_families
+from test_live_rtmp import clip, create, publish, state, wait_until  # noqa: F401 (fixture)
+
+
+def scrape(origin: OriginThread, headers: dict[str, str] | None = None) -> dict:
+    r = origin.get("/metrics", headers)
+    assert r.status == 200, r.body
+    assert r.headers["content-type"].startswith("text/plain")
+    samples: dict = {}
+    for family in text_string_to_metric_families(r.body.decode()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_request_and_cache_metrics(tmp_path: Path) -> None:
+    origin = OriginThread(library_config(tmp_path)).start()
+    try:
+        media_id = origin.add([av_faststart(tmp_path)])
+        segment = f"/vod/{media_id}/v0/seg-1.m4s"
+        bodies = [origin.get(segment).body for _ in range(3)]
+        assert origin.get(f"/vod/{media_id}/master.m3u8").status == 200
+        assert origin.get("/vod/nope0000/master.m3u8").status == 404
+        m = scrape(origin)
+        route = "/vod/{media_id}/{rid}/{name}"
+        assert value(m, "mediaorigin_http_requests_total", route=route, method="GET",
+                     status="200") == 3
+        assert value(m, "mediaorigin_http_response_bytes_total", route=route) == \
+            sum(len(b) for b in bodies)
+        assert value(m, "mediaorigin_http_request_duration_seconds_count", route=route) == 3
+        entry = "/vod/{media_id}/{name}"
+        assert value(m, "mediaorigin_http_requests_total", route=entry, method="GET",
+                     status="200") == 1
+        assert value(m, "mediaorigin_http_requests_total", route=entry, method="GET",
+                     status="404") == 1
+        # The first request packaged the segment (a miss), the two others were served from
+        # memory.
+        assert value(m, "mediaorigin_segment_cache_lookups", outcome="memory") == 2
+        assert value(m, "mediaorigin_segment_cache_lookups", outcome="miss") == 1
+        assert value(m, "mediaorigin_jobs_queued") == 0
+        # Unknown paths are one label, not one per path.
+        origin.get("/no/such/thing/1")
+        origin.get("/no/such/thing/2")
+        m = scrape(origin)
+        assert value(m, "mediaorigin_http_requests_total", route="unmatched", method="GET",
+                     status="404") == 2
+    finally:
+        origin.stop()
+
+
+def test_live_ingest_metrics_and_token(tmp_path: Path, clip: Path) -> None:  # noqa: F811
+    origin = OriginThread(library_config(
+        tmp_path, server={"metrics_token": "scrape-me"},
+        live={"reconnect_grace": 30.0})).start()
+    try:
+        assert origin.get("/metrics").status == 401
+        assert origin.get("/metrics", {"Authorization": "Bearer wrong"}).status == 401
+        stream = create(origin)
+        live_id = stream["id"]
+        p = publish(stream, clip)
+        try:
+            wait_until(lambda: state(origin, live_id)["state"] == "live"
+                       and state(origin, live_id)["ingest"]["bitrate"] > 0)
+            m = scrape(origin, {"Authorization": "Bearer scrape-me"})
+            assert value(m, "mediaorigin_live_streams", state="live") == 1
+            assert value(m, "mediaorigin_live_ingest_bitrate_bits_per_second",
+                         live_id=live_id) > 50_000
+        finally:
+            p.kill()
+            p.wait()
+        origin.request("DELETE", f"/api/live/{live_id}", None, auth())
+        m = scrape(origin, {"Authorization": "Bearer scrape-me"})
+        assert value(m, "mediaorigin_live_streams", state="ended") == 1
+        assert (("mediaorigin_live_ingest_bitrate_bits_per_second",
+                 (("live_id", live_id),)) not in m)
+    finally:
+        origin.stop()
