@@ -115,6 +115,7 @@ except ImportError as e:
     sys.exit(2)
 
 
+from mediaorigin import config as mo_config  # noqa: E402
 from mediaorigin.auth.keystore import ContentKey  # noqa: E402
 from mediaorigin.auth.tokens import AUDIENCE, Keyring, parse_hs256_secret  # noqa: E402
 from mediaorigin.origin import protection  # noqa: E402
@@ -305,6 +306,11 @@ try:
         "MEDIAORIGIN_AUTH_TOKEN_SECRET_FILE": str(TMP / "token-secret"),
         "MEDIAORIGIN_AUTH_TOKEN_SECRETS": TOKEN_SPEC,
     })
+    # Playback only: with live ingest on, every origin binds the fixed RTMP port (1935), so
+    # the second origin of section 2 (or any, while something else holds it) fails to start.
+    if "rtmp_enabled" in getattr(mo_config, "IngestConfig", object).__dict__.get(
+            "__dataclass_fields__", {}):
+        BASE_ENV["MEDIAORIGIN_INGEST_RTMP_ENABLED"] = "false"
     out = subprocess.run([sys.executable, "-m", "mediaorigin.cli", "import", "--ladder",
                           str(mezz), "--title", "security bench mezzanine",
                           "--config", str(config_file)],
@@ -570,26 +576,33 @@ try:
         us = per_call_us(fn, 1.0)
         MICRO["encrypt"][name] = {"ms": us / 1000, "mb_s": mb / (us / 1e6)}
     # Server-side compute only, no transfer: what the origin's packager thread does for one
-    # cold v0 segment (read the samples, write the fMP4 segment), then the same plus
-    # protection.protect_segment, the function the origin calls for ?drm=. Same mid-title
-    # segment, index and presentation built the way the origin builds them.
+    # cold v0 segment (read the samples, write the fMP4 segment), then what it does for ?drm=:
+    # the same segment written in parts (protection.segment_parts: no join) and given to
+    # protection.protect_segment. Same mid-title segment, index and presentation built the
+    # way the origin builds them.
     fd = os.open(mezz, os.O_RDONLY)
     try:
         idx = index_file(lambda off, n: os.pread(fd, n, off), mezz.stat().st_size)
         rend = build_presentation([(0, t) for t in idx.tracks], 4.0, None).rendition("v0")
         seg = rend.segment(SAMPLE_NUMBER)
 
-        def package_clear() -> bytes:
+        def package(parts: bool = False) -> bytes | tuple[bytes, bytes]:
             spans = read_plan(rend, seg.first, seg.end)
             blobs = [os.pread(fd, sp.size, sp.offset) for sp in spans]
             run = sample_run(rend, seg.first, seg.end, assemble(spans, blobs), "fmp4")
+            if parts:
+                return protection.segment_parts(run, SAMPLE_NUMBER)
             return media_segment(run, SAMPLE_NUMBER)
 
         content = ContentKey(kid, key)
-        pack = {"clear": package_clear}
+        pack = {"clear": package}
         for mode in ("aes-128", "cenc", "cbcs"):
             pack[mode] = (lambda m: lambda: protection.protect_segment(
-                package_clear(), m, content, rend.track, SAMPLE_NUMBER, "v0|bench"))(mode)
+                package(parts=True), m, content, rend.track, SAMPLE_NUMBER, "v0|bench"))(mode)
+        # what the origin serves either way: the same bytes as encrypting the joined segment
+        for mode in ("aes-128", "cenc", "cbcs"):
+            assert pack[mode]() == protection.protect_segment(
+                package(), mode, content, rend.track, SAMPLE_NUMBER, "v0|bench")
         PACK = {m: per_call_us(fn, 1.0) / 1000 for m, fn in pack.items()}
     finally:
         os.close(fd)

@@ -275,12 +275,15 @@ class Playback:
             if drm in protection.DASH_MODES and child.container == "ts":
                 raise PlaybackError(400, "drm_not_for_protocol",
                                     f"{drm} is served with fMP4 segments")
-            data = self._package(prep, rendition, child)
             if drm is None or content is None:
-                return data
+                return self._package(prep, rendition, child)
             if child.kind == "init":
-                return protection.protect_init(data, drm, content)
-            return protection.protect_segment(data, drm, content, rendition.track,
+                return protection.protect_init(self._package(prep, rendition, child), drm,
+                                               content)
+            # fMP4 media segments are handed over unjoined (head, samples): the encrypted
+            # output is then the only copy of the whole segment that is made
+            return protection.protect_segment(self._package(prep, rendition, child, parts=True),
+                                              drm, content, rendition.track,
                                               child.number or 0, f"{rid}|{prep.version}",
                                               self.key_rotation)
 
@@ -356,16 +359,20 @@ class Playback:
         return audio[0] if audio and p.of_kind("video") else None
 
     def _package(self, prep: Prepared, r: Rendition, child: urls.Child,
-                 sample_aes: tuple[bytes, bytes] | None = None) -> bytes:
+                 sample_aes: tuple[bytes, bytes] | None = None,
+                 parts: bool = False) -> bytes | tuple[bytes, bytes]:
         try:
-            return self._package_unchecked(prep, r, child, sample_aes)
+            return self._package_unchecked(prep, r, child, sample_aes, parts)
         except StorageError:
             raise PlaybackError(404, "media_not_found", "the media's files are missing") from None
         except MediaError as e:
             raise PlaybackError(422, "media_unplayable", str(e)) from None
 
     def _package_unchecked(self, prep: Prepared, r: Rendition, child: urls.Child,
-                           sample_aes: tuple[bytes, bytes] | None = None) -> bytes:
+                           sample_aes: tuple[bytes, bytes] | None = None,
+                           parts: bool = False) -> bytes | tuple[bytes, bytes]:
+        """The packaged bytes; with `parts`, an fMP4 media segment unjoined, as
+        protection.segment_parts gives it (head, samples), for protect_segment."""
         if child.kind == "init":
             return init_segment(r.track)
         number = child.number or 0
@@ -384,7 +391,8 @@ class Playback:
             raise PlaybackError(404, "not_found", "segment number out of range")
         run = self._run_of(prep, r, seg.first, seg.end, child.container)
         if child.container == "fmp4":
-            return media_segment(run, number)
+            return protection.segment_parts(run, number) if parts \
+                else media_segment(run, number)
         if r.kind == "video":
             audio = self._muxed_audio(prep.presentation)
             audio_run = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from dataclasses import replace
 from urllib.parse import parse_qs
 
 from ..auth.keystore import ContentKey
@@ -29,7 +30,8 @@ from ..errors import ClientError
 from ..packaging.crypto import aes128
 from ..packaging.crypto.cenc import encrypt_init, encrypt_segment, sample_ivs
 from ..packaging.crypto.pssh import cenc_namespace_attr, content_protection_xml, system_pssh
-from ..packaging.model import Track
+from ..packaging.fmp4.writer import media_segment
+from ..packaging.model import MediaError, SampleRun, Track
 
 MODES = ("aes-128", "sample-aes", "cenc", "cbcs", "clearkey")
 HLS_MODES = ("aes-128", "sample-aes", "cbcs")
@@ -144,8 +146,21 @@ def protect_init(data: bytes, drm: str, content: ContentKey) -> bytes:
     return encrypt_init(data, "cenc", content.kid, boxes, iv_size=8)
 
 
-def protect_segment(data: bytes, drm: str, content: ContentKey, track: Track, number: int,
-                    context: str, rotation: int = 0) -> bytes:
+def segment_parts(run: SampleRun, number: int) -> tuple[bytes, bytes]:
+    """`media_segment(run, number)` in the two parts that make it, (styp + moof + mdat
+    header, the samples), for protect_segment: both encryptors take the parts and copy the
+    segment once, into their output. The writer is given no samples, so the mdat header it
+    writes last says 8 bytes: its size is set to the real one here."""
+    head = bytearray(media_segment(replace(run, data=b""), number))
+    if head[-8:] != b"\0\0\0\x08mdat" or 8 + len(run.data) > 0xFFFFFFFF:
+        raise MediaError("cannot write this media segment in parts")
+    head[-8:-4] = (8 + len(run.data)).to_bytes(4, "big")
+    return bytes(head), run.data
+
+
+def protect_segment(data: bytes | tuple[bytes, bytes], drm: str, content: ContentKey,
+                    track: Track, number: int, context: str, rotation: int = 0) -> bytes:
+    """An encrypted media segment; `data` is the clear one, or its segment_parts (fMP4)."""
     if drm == "aes-128":
         key = hls_key(content, key_period(number, rotation), rotation)
         return aes128.encrypt_segment(data, key, aes128.segment_iv(number))

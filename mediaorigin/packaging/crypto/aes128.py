@@ -13,8 +13,13 @@ Playlist versions: an IV attribute needs EXT-X-VERSION 2+, KEYFORMAT 5+.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from .buffers import scratch
+
+Buffer = bytes | bytearray | memoryview
 BLOCK = 16
 KEY_SIZE = 16
 METHODS = ("AES-128", "SAMPLE-AES")
@@ -91,21 +96,27 @@ def starts_key_period(segment_number: int, every_n: int, *, first: int = 1) -> b
     return key_period(segment_number, every_n, first=first) * every_n + first == segment_number
 
 
-def encrypt_segment(data: bytes | bytearray | memoryview, key: bytes, iv: bytes) -> bytes:
-    """AES-128-CBC over the whole segment, PKCS#7 padded (1 to 16 bytes are always added)."""
+def encrypt_segment(data: Buffer | Sequence[Buffer], key: bytes, iv: bytes) -> bytes:
+    """AES-128-CBC over the whole segment, PKCS#7 padded (1 to 16 bytes are always added).
+
+    `data` may also be the segment's parts in order (e.g. its head and its mdat payload), so
+    that a packager does not have to join them first: the result is the same."""
     check_key(key, iv)
-    view = memoryview(data).cast("B")
-    whole = len(view) - len(view) % BLOCK
-    pad = BLOCK - len(view) % BLOCK
-    tail = bytes(view[whole:]) + bytes((pad,)) * pad
+    parts = [memoryview(p).cast("B") for p in data] if isinstance(data, (tuple, list)) \
+        else [memoryview(data).cast("B")]
+    size = sum(len(p) for p in parts)
+    pad = BLOCK - size % BLOCK
     enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-    # One output buffer: update_into needs room for a block more than it is given.
-    out = bytearray(whole + BLOCK + BLOCK - 1)
-    n = enc.update_into(view[:whole], out)
-    n += enc.update_into(tail, memoryview(out)[n:])
+    # The ciphertext goes to this thread's reused buffer (update_into wants room for a block
+    # more than it is given; the cipher carries partial blocks from one part to the next),
+    # then into the returned bytes: one fresh allocation, not two.
+    out = scratch(size + 2 * BLOCK)
+    n = 0
+    for part in parts:
+        n += enc.update_into(part, out[n:])
+    n += enc.update_into(bytes((pad,)) * pad, out[n:])
     enc.finalize()
-    del out[n:]
-    return bytes(out)
+    return bytes(out[:n])
 
 
 def decrypt_segment(data: bytes | bytearray | memoryview, key: bytes, iv: bytes) -> bytes:

@@ -20,20 +20,22 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Literal
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..model import MediaError
 from ..mp4.boxes import BoxHeader, box, children_of_type, full, full_box, iter_boxes, parse_header
-from .subsamples import BLOCK, Subsample, nal_subsamples
+from .buffers import scratch
+from .subsamples import BLOCK, SampleMapper, Subsample
 
 Scheme = Literal["cenc", "cbcs"]
 SampleCodec = Literal["avc", "hevc", "aac"]
 IvSource = Callable[[int], bytes]  # sample index in the segment -> IV
+Buffer = bytes | bytearray | memoryview
 
 VIDEO_PATTERN = (1, 9)  # cbcs crypt:skip blocks for video
 AUDIO_PATTERN = (0, 0)  # cbcs for other tracks: no pattern, every whole block encrypted
@@ -47,6 +49,9 @@ _SENC_SUBSAMPLES = 0x2
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _ONE_SUBSAMPLE = struct.Struct(">HHI")
+# CipherContext.reset_nonce (AES-CTR) came with cryptography 43; before it, a context per IV.
+_NO_RESET_NONCE = not hasattr(Cipher(algorithms.AES(bytes(16)), modes.CTR(bytes(16))).encryptor(),
+                              "reset_nonce")
 
 
 @dataclass(frozen=True)
@@ -263,22 +268,24 @@ class _Fragment:
 
     def samples(self, limit: int) -> list[tuple[int, int]]:
         """(absolute start, size) of every sample, in order; all must end by `limit`."""
-        out = []
+        out: list[tuple[int, int]] = []
         for run in self.runs:
-            pos = self.moof.offset + run.data_offset
-            for size in run.sizes:
-                out.append((pos, size))
-                pos += size
-            if run.data_offset < 0 or pos > limit:
+            starts = list(accumulate(run.sizes, initial=self.moof.offset + run.data_offset))
+            if run.data_offset < 0 or starts[-1] > limit:
                 raise MediaError("trun points outside the segment")
+            out.extend(zip(starts[:-1], run.sizes, strict=True))
         return out
 
 
-def encrypt_segment(segment: bytes, scheme: Scheme, key: bytes, kid: bytes,
-                    iv_source: IvSource | bytes | int, nal_length_size: int = 4,
+def encrypt_segment(segment: bytes | Sequence[Buffer], scheme: Scheme, key: bytes,
+                    kid: bytes, iv_source: IvSource | bytes | int, nal_length_size: int = 4,
                     codec: SampleCodec = "avc", iv_size: int = 8) -> bytes:
     """Encrypt every sample of a styp+moof+mdat segment and add senc/saiz/saio to its traf.
 
+    segment: the clear segment, or the same in two parts (head, payload): everything up to
+    and including the mdat header, then the mdat's payload. A packager has those before it
+    joins them; given the parts, the encrypted segment is made without that join (a copy of
+    the whole segment). The output is the same either way.
     iv_source: 'cenc': an IvSource, or the segment number (IVs from `sample_ivs(kid, n)`);
     'cbcs': the constant IV (bytes) that encrypt_init put in tenc."""
     if len(key) != 16:
@@ -293,119 +300,210 @@ def encrypt_segment(segment: bytes, scheme: Scheme, key: bytes, kid: bytes,
         iv_size = 0
     else:
         raise ValueError(f"unsupported scheme {scheme!r}")
-    frag = _parse_fragment(segment)
+    if isinstance(segment, (tuple, list)):
+        head, payload = segment
+        src = memoryview(payload).cast("B")
+        base, total = len(head), len(head) + len(src)
+        pos, b = 0, None  # the head's boxes, then the header of the mdat with the payload
+        while pos < base:
+            b = parse_header(head, pos, total) if base - pos >= 8 else None
+            if b is None or b.end > base:
+                break
+            pos = b.end
+        if b is None or (b.type, b.body_offset, b.end) != ("mdat", base, total):
+            raise MediaError("the head of a segment in parts must end with the mdat header")
+    else:
+        head, src, base, total = segment, memoryview(segment), 0, len(segment)
+    frag = _parse_fragment(head, total=total)
     video = codec != "aac"
-    src = memoryview(segment)
-    samples = frag.samples(len(segment))
-    # Everything but the ciphertext is known before encrypting: build the new moof first,
-    # then write the ciphertext into a reused scratch buffer and join clear views of the
-    # input with ciphertext views into the output, its only large allocation.
-    plan = []
-    entries = []
-    for i, (pos, size) in enumerate(samples):
-        subs = nal_subsamples(src[pos : pos + size], codec, nal_length_size, scheme) \
-            if video else None
-        if scheme == "cenc":
-            iv = ivs(i)
+    # (start, size) of every sample in `src`
+    samples = [(pos - base, size) for pos, size in frag.samples(total)]
+    if base and any(pos < 0 for pos, _ in samples):
+        raise MediaError("trun points outside the mdat")
+    if scheme == "cenc":
+        iv_list = [ivs(i) for i in range(len(samples))]
+        for iv in iv_list:
             if len(iv) != iv_size:
                 raise ValueError(f"IV source gave {len(iv)} bytes, expected {iv_size}")
-        else:
-            iv = b""
-        plan.append((pos, iv, _ranges(size, subs)))
-        entries.append(_senc_entry(iv, subs))
-    new_moof = _new_moof(segment, frag, _crypto_boxes(entries, video))
+    else:
+        iv_list = [b""] * len(samples)
+    # Everything but the ciphertext is known before encrypting: the subsample maps, so the
+    # senc entries and the new moof. Protected ranges are (start, length) pairs in `src`.
+    if video:
+        mapper = SampleMapper(codec, nal_length_size, scheme)
+        ranges, entries = [], []
+        for (pos, size), iv in zip(samples, iv_list, strict=True):
+            subs, sample_ranges = mapper.map(src, pos, size)
+            ranges.append(sample_ranges)
+            entries.append(_senc_entry(iv, subs))
+    else:
+        ranges = [[(pos, size)] if size else [] for pos, size in samples]
+        entries = iv_list
+    new_moof = _new_moof(head, frag, _crypto_boxes(entries, video))
     moof = frag.moof
+    if base:  # the head with its new moof, then all of the payload
+        out = _Output(src, [memoryview(head)[: moof.offset], new_moof,
+                            memoryview(head)[moof.end :]], 0)
+    else:
+        out = _Output(src, [src[: moof.offset], new_moof], moof.end)
     aes = algorithms.AES(key)
-    scratch = _scratch(len(segment) + BLOCK)
-    pieces: list[bytes | memoryview] = [src[: moof.offset], new_moof]
-    cur = moof.end
-    out = 0  # next free byte of the scratch
     if scheme == "cenc":
-        for pos, iv, ranges in plan:
-            if not ranges:
-                continue
-            ctx = Cipher(aes, modes.CTR(iv.ljust(16, b"\0"))).encryptor()
-            for start, n in ranges:
-                start += pos
-                ctx.update_into(src[start : start + n], scratch[out : out + n + BLOCK - 1])
-                pieces.append(src[cur:start])
-                pieces.append(scratch[out : out + n])
-                out += n
-                cur = start + n
+        _cenc_into(aes, src, iv_list, ranges, out)
     else:
         assert isinstance(iv_source, bytes)
-        pattern = VIDEO_PATTERN if video else AUDIO_PATTERN
-        for pos, _, ranges in plan:
-            for start, n in ranges:
-                start += pos
-                end = _cbcs_into(aes, iv_source, src, start, n, pattern, scratch, out)
-                if end > out:
-                    pieces.append(src[cur:start])
-                    pieces.append(scratch[out:end])
-                    cur = start + end - out
-                    out = end
-    pieces.append(src[cur:])
-    return b"".join(pieces)
+        _cbcs_segment_into(aes, iv_source, src, [r for rs in ranges for r in rs],
+                           VIDEO_PATTERN if video else AUDIO_PATTERN, out)
+    return out.join()
 
 
-_SCRATCH_KEEP = 64 << 20  # keep per-thread scratch buffers up to this size between calls
-_local = threading.local()
+class _Output:
+    """The encrypted segment as pieces: the new head, then clear views of the input and
+    ciphertext, joined once at the end (the only large allocation). The ciphers write to a
+    per-thread scratch buffer; their loops (run once per sample or NAL unit, so inlined
+    there) do, for n output bytes that replace src[start:start+n]: if start != cur, add the
+    scratch bytes run:at and then src[cur:start] to the pieces (run = at); write the n bytes
+    at scratch[at:] (update_into wants a block of slack after them); at += n, cur = start + n.
+    """
+
+    def __init__(self, src: memoryview, head: list[bytes | memoryview], cur: int) -> None:
+        self.src = src
+        self.scratch = scratch(len(src) + 2 * BLOCK)
+        self.pieces: list[bytes | memoryview] = head
+        self.cur = cur  # bytes of src before this are accounted for
+        self.run = 0  # where the scratch bytes not yet in `pieces` start
+        self.at = 0  # next free byte of the scratch
+
+    def put(self, start: int, piece: memoryview) -> None:
+        """Output bytes made elsewhere that replace src[start:start+len(piece)]."""
+        self._flush()
+        if start != self.cur:
+            self.pieces.append(self.src[self.cur : start])
+        self.pieces.append(piece)
+        self.cur = start + len(piece)
+
+    def _flush(self) -> None:
+        if self.at > self.run:
+            self.pieces.append(self.scratch[self.run : self.at])
+            self.run = self.at
+
+    def join(self) -> bytes:
+        self._flush()
+        self.pieces.append(self.src[self.cur :])
+        return b"".join(self.pieces)
 
 
-def _scratch(size: int) -> memoryview:
-    """A writable buffer of at least `size` bytes, reused by the thread between calls: a
-    fresh one costs a page fault per 4 KiB on first touch, more than the encryption."""
-    buf = getattr(_local, "buf", None)
-    if buf is None or len(buf) < size:
-        buf = bytearray(size)
-        if size <= _SCRATCH_KEEP:
-            _local.buf = buf
-    return memoryview(buf)
+def _cenc_into(aes: algorithms.AES, src: memoryview, ivs: list[bytes],
+               ranges: list[list[tuple[int, int]]], out: _Output) -> None:
+    """AES-CTR of every sample's protected ranges, one keystream per sample from its IV
+    (8 bytes: padded with a zero block counter). One context serves the whole segment, its
+    counter set again for each sample (creating a context per sample costs ~10x more)."""
+    nonces = [iv if len(iv) == 16 else iv + bytes(16 - len(iv)) for iv in ivs]
+    first = next((i for i, r in enumerate(ranges) if r), None)
+    if first is None:
+        return
+    ctx = Cipher(aes, modes.CTR(nonces[first])).encryptor()
+    update = ctx.update_into
+    # the _Output protocol, inlined
+    scr, pieces, cur, run, at = out.scratch, out.pieces, out.cur, out.run, out.at
+    for i in range(first, len(ranges)):
+        sample_ranges = ranges[i]
+        if not sample_ranges:
+            continue
+        if i != first:
+            if _NO_RESET_NONCE:
+                ctx = Cipher(aes, modes.CTR(nonces[i])).encryptor()
+                update = ctx.update_into
+            else:
+                ctx.reset_nonce(nonces[i])
+        for start, n in sample_ranges:
+            if start != cur:
+                if at > run:
+                    pieces.append(scr[run:at])
+                    run = at
+                pieces.append(src[cur:start])
+            update(src[start : start + n], scr[at : at + n + BLOCK - 1])
+            at += n
+            cur = start + n
+    out.cur, out.run, out.at = cur, run, at
 
 
-def _cbcs_into(aes: algorithms.AES, iv: bytes, src: memoryview, start: int, n: int,
-               pattern: tuple[int, int], scratch: memoryview, out: int) -> int:
-    """'cbcs' encryption of the protected range src[start:start+n] (see _cbcs), written to
-    scratch from `out` on: returns where it ends there (== out when nothing is encrypted,
-    else out + n or, without a pattern, out + the whole blocks)."""
+def _cbcs_segment_into(aes: algorithms.AES, iv: bytes, src: memoryview,
+                       ranges: list[tuple[int, int]], pattern: tuple[int, int],
+                       out: _Output) -> None:
+    """'cbcs' of every protected range (see _cbcs): each range is a CBC chain of its own,
+    starting from the constant IV. One context serves them all: after a chain, one extra
+    block D(IV) XOR (last ciphertext block) brings the chain value back to the IV, since
+    E(D(IV)) = IV. Its output is discarded. Same bytes as a fresh context per range."""
     crypt, skip = pattern
-    if skip == 0:
-        crypt = max(crypt, 1)
-        whole = n // BLOCK * BLOCK
-        if not whole:
-            return out
-        ctx = Cipher(aes, modes.CBC(iv)).encryptor()
-        ctx.update_into(src[start : start + whole], scratch[out : out + whole + BLOCK - 1])
-        return out + whole
+    ctx = Cipher(aes, modes.CBC(iv)).encryptor()
+    back = int.from_bytes(Cipher(aes, modes.ECB()).decryptor().update(iv), "big")
+    junk = bytearray(2 * BLOCK)
+    last: memoryview | None = None  # last ciphertext block of the previous chain
+
+    def rewind() -> None:
+        ctx.update_into((int.from_bytes(last, "big") ^ back).to_bytes(BLOCK, "big"), junk)
+
+    if skip == 0:  # every whole block of the range: once per sample for audio
+        # the _Output protocol and rewind(), inlined
+        update = ctx.update_into
+        scr, pieces, cur, run, at = out.scratch, out.pieces, out.cur, out.run, out.at
+        for start, n in ranges:
+            whole = n // BLOCK * BLOCK
+            if not whole:
+                continue
+            if last is not None:
+                update((int.from_bytes(last, "big") ^ back).to_bytes(BLOCK, "big"), junk)
+            if start != cur:
+                if at > run:
+                    pieces.append(scr[run:at])
+                    run = at
+                pieces.append(src[cur:start])
+            update(src[start : start + whole], scr[at : at + whole + BLOCK - 1])
+            at += whole
+            cur = start + whole
+            last = scr[at - BLOCK : at]
+        out.cur, out.run, out.at = cur, run, at
+        return
     step = BLOCK * (crypt + skip)
     span = BLOCK * crypt
-    groups = (n - span) // step + 1 if n >= span else 0
-    if not groups:
-        return out
-    ctx = Cipher(aes, modes.CBC(iv)).encryptor()
-    if groups == 1:
-        ctx.update_into(src[start : start + span], scratch[out : out + span + BLOCK - 1])
-        scratch[out + span : out + n] = src[start + span : start + n]
-        return out + n
-    # Gather the encrypted blocks with strided 8-byte-word copies, run them through one CBC
-    # chain, and scatter them into a copy of the range.
-    scratch[out : out + n] = src[start : start + n]
-    last = step * (groups - 1) + span  # end of the last encrypted block in the range
+    # Every range with at least one encrypted group, with its number of groups (the last
+    # group may be cut short after its `crypt` blocks: the rest of the range stays clear).
+    chains = [(start, (n - span) // step + 1) for start, n in ranges if n >= span]
+    if not chains:
+        return
+    # Copy each range, up to its last encrypted block, to a row-aligned place: range r
+    # starts at a multiple of `step`, so every encrypted block of every range begins a
+    # `step`-byte row, and one strided gather and one scatter (by 8-byte words) serve the
+    # whole segment. In between, each range runs through the chain on its own.
+    rows = sum(groups for _, groups in chains)
+    # (the main scratch: with a pattern, `out` takes only these rows, through put())
+    room = scratch(rows * step)[: rows * step]
+    plain = scratch(rows * span, "cbcs-plain")[: rows * span]
+    cipher = scratch(rows * span + BLOCK, "cbcs-cipher")[: rows * span + BLOCK]
+    at = 0
+    for start, groups in chains:
+        end = step * (groups - 1) + span
+        room[at : at + end] = src[start : start + end]
+        at += groups * step
     words, stride = span // 8, step // 8
-    region = scratch[out : out + last].cast("Q")
-    plain = bytearray(groups * span)
-    cipher = bytearray(groups * span + BLOCK - 1)
-    gathered = memoryview(plain).cast("Q")
+    room_words, plain_words = room.cast("Q"), plain.cast("Q")
     for j in range(words):
-        gathered[j::words] = region[j::stride]
-    ctx.update_into(plain, cipher)
-    encrypted = memoryview(cipher)[: groups * span].cast("Q")
+        plain_words[j::words] = room_words[j::stride]
+    at = 0
+    for _, groups in chains:
+        if last is not None:
+            rewind()
+        size = groups * span
+        ctx.update_into(plain[at : at + size], cipher[at : at + size + BLOCK - 1])
+        at += size
+        last = cipher[at - BLOCK : at]
+    cipher_words = cipher[: rows * span].cast("Q")
     for j in range(words):
-        region[j::stride] = encrypted[j::words]
-    region.release()
-    encrypted.release()
-    gathered.release()
-    return out + n
+        room_words[j::stride] = cipher_words[j::words]
+    at = 0
+    for start, groups in chains:
+        out.put(start, room[at : at + step * (groups - 1) + span])
+        at += groups * step
 
 
 def decrypt_segment(segment: bytes, init: bytes, key: bytes) -> bytes:
@@ -432,8 +530,11 @@ def decrypt_segment(segment: bytes, init: bytes, key: bytes) -> bytes:
     return _relayout(bytes(buf), frag, b"", drop=_CRYPTO_BOXES)
 
 
-def _parse_fragment(seg: bytes, allow_crypto: bool = False) -> _Fragment:
-    top = list(iter_boxes(seg))
+def _parse_fragment(seg: bytes, allow_crypto: bool = False,
+                    total: int | None = None) -> _Fragment:
+    """The one moof/traf/truns of a segment; `total`: the segment's length when `seg` holds
+    only its first bytes, up to the mdat's payload (see encrypt_segment)."""
+    top = list(iter_boxes(seg, 0, total))
     if any(b.type == "sidx" for b in top):
         raise MediaError("segments with sidx are not supported (its sizes would change)")
     moofs = [b for b in top if b.type == "moof"]
@@ -477,8 +578,8 @@ def _parse_trun(seg: bytes, trun: BoxHeader, default_size: int | None) -> _Run:
     if pos + stride * count > trun.end:
         raise MediaError("trun is truncated")
     if flags & 0x200:
-        at = pos + 4 * fields.index(0x200)
-        sizes = [_U32.unpack_from(seg, at + stride * i)[0] for i in range(count)]
+        sizes = list(struct.unpack_from(f">{count * len(fields)}I", seg, pos)[
+            fields.index(0x200) :: len(fields)])
     elif default_size is not None:
         sizes = [default_size] * count
     else:
@@ -569,18 +670,19 @@ def _read_senc(seg: bytes, senc: BoxHeader, iv_size: int,
 # --- the ciphers ---------------------------------------------------------------------------
 
 
-def _ranges(size: int, subs: list[Subsample] | None) -> list[tuple[int, int]]:
-    """(start, length) of the protected ranges of a sample."""
+def _ranges(size: int, subs: list[Subsample] | None,
+            base: int = 0) -> list[tuple[int, int]]:
+    """(start, length) of the protected ranges of a sample, starts counted from `base`."""
     if subs is None:
-        return [(0, size)]
-    out, pos = [], 0
+        return [(base, size)]
+    out, pos = [], base
     for clear, protected in subs:
         pos += clear
         if protected:
             out.append((pos, protected))
         pos += protected
-    if pos != size:
-        raise MediaError(f"subsamples cover {pos} bytes of a {size}-byte sample")
+    if pos != base + size:
+        raise MediaError(f"subsamples cover {pos - base} bytes of a {size}-byte sample")
     return out
 
 
