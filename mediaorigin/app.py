@@ -193,26 +193,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                                       aggregate=config.analytics.aggregate_in_server)
     if analytics.reader is not None:
         app[api_context.ANALYTICS] = analytics.reader
-    hub = _live_hub(config, runtime, storage)
-    app[LIVE_HUB] = hub
-    app[api_live.LIVE_REPO] = hub.repo
-    app[api_live.RTMP_PORT] = config.ingest.rtmp_port
-    if config.ingest.rtmp_enabled:  # the ingesting process owns live streams
-        await hub.recover()
-    app[WHIP] = WhipEndpoint(hub, [h.strip() for h in config.ingest.webrtc_hosts.split(",")
-                                   if h.strip()], config.ingest.webrtc_keyframe_interval)
-    rtmp = None
-    if config.ingest.rtmp_enabled:
-        rtmp = RtmpServer(hub, config.ingest.rtmp_host, config.ingest.rtmp_port,
-                          config.ingest.rtmp_timeout)
-        await rtmp.start()
-        app[RTMP] = rtmp
-        app[api_live.RTMP_PORT] = rtmp.port
+    stop_live = await _start_live(app, config, runtime, storage)
     yield
-    if rtmp is not None:
-        await rtmp.stop()
-    await app[WHIP].close_all()
-    await hub.close()
+    await stop_live()
     await emitter.stop()
     await analytics.stop()
     await runtime.stop()
@@ -220,6 +203,35 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     guard.close()
     if redis is not None:
         await redis.aclose()
+
+
+async def _start_live(app: web.Application, config: Config, runtime: LibraryRuntime,
+                      storage: LocalStorage) -> Callable[[], Awaitable[None]]:
+    """The live hub, WHIP and (in the ingesting process) the RTMP server; returns their stop."""
+    hub = _live_hub(config, runtime, storage)
+    app[LIVE_HUB] = hub
+    app[api_live.LIVE_REPO] = hub.repo
+    app[api_live.RTMP_PORT] = config.ingest.rtmp_port
+    if config.ingest.rtmp_enabled:  # the ingesting process owns live streams
+        await hub.recover()
+    whip = WhipEndpoint(hub, [h.strip() for h in config.ingest.webrtc_hosts.split(",")
+                              if h.strip()], config.ingest.webrtc_keyframe_interval)
+    app[WHIP] = whip
+    rtmp = None
+    if config.ingest.rtmp_enabled:
+        rtmp = RtmpServer(hub, config.ingest.rtmp_host, config.ingest.rtmp_port,
+                          config.ingest.rtmp_timeout)
+        await rtmp.start()
+        app[RTMP] = rtmp
+        app[api_live.RTMP_PORT] = rtmp.port
+
+    async def stop() -> None:
+        if rtmp is not None:
+            await rtmp.stop()
+        await whip.close_all()
+        await hub.close()  # live streams end cleanly: recordings made, nothing lost
+
+    return stop
 
 
 def _live_hub(config: Config, runtime: LibraryRuntime, storage: LocalStorage) -> LiveHub:
