@@ -54,7 +54,17 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import cpu_model, first_line, free_port, get, machine_cpu_seconds, ok, say, stop
+from benchlib import (
+    cpu_model,
+    cpu_seconds,
+    first_line,
+    free_port,
+    get,
+    machine_cpu_seconds,
+    ok,
+    say,
+    stop,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -138,17 +148,6 @@ ENV_INFO = {
 # --- small helpers ----------------------------------------------------------------------------
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of processes (all their threads), from /proc/PID/stat."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
 
 
 def per_call_us(fn, min_seconds: float = 0.3) -> float:  # type: ignore[no-untyped-def]

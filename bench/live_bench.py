@@ -71,7 +71,19 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from benchlib import cpu_model, first_line, free_port, machine_cpu_seconds, ms, ok, pct, say, stop
+from benchlib import (
+    cpu_model,
+    cpu_seconds,
+    first_line,
+    free_port,
+    machine_cpu_seconds,
+    ms,
+    ok,
+    pct,
+    process_tree,
+    say,
+    stop,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -495,33 +507,8 @@ def listening(port: int) -> bool:
     return False
 
 
-def process_tree(root: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            parents.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(d.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(parents.get(pid, []))
-    return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(f[11]) + int(f[12])) / tick
-    return total
 
 
 def pinned(core: int | None, cmd: list[str]) -> list[str]:

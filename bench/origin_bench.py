@@ -38,6 +38,7 @@ from pathlib import Path
 
 from benchlib import (
     cpu_model,
+    cpu_seconds,
     first_line,
     free_port,
     get,
@@ -45,6 +46,7 @@ from benchlib import (
     ms,
     ok,
     pct,
+    process_tree,
     say,
     stop,
 )
@@ -157,36 +159,6 @@ def listening_sockets(port: int) -> int:
     return n
 
 
-def process_tree(root: int) -> list[int]:
-    """root and its descendants (the origin's spawned workers), from /proc."""
-    parents: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            parents.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(parents.get(pid, []))
-    return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of processes (all their threads), from /proc/PID/stat."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
 
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from benchlib import (
     cpu_model,
+    cpu_seconds,
     first_line,
     free_port,
     get,
@@ -162,19 +163,6 @@ def listening_sockets(port: int) -> int:
     want = f"0100007F:{port:04X}"
     return sum(1 for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
                if line.split()[1] == want and line.split()[3] == "0A")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of processes (all their threads), from /proc/PID/stat."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
 
 
 
