@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -46,6 +47,24 @@ class OriginMetrics:
         self.running = Gauge("mediaorigin_jobs_running", "Processing jobs running", registry=r)
         self.events = Gauge("mediaorigin_analytics_events", "Analytics events since start",
                             ["state"], registry=r)
+        # Labelled children looked up once: `labels()` costs more than the update itself, and
+        # this runs on every request (routes and statuses are few).
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[str, tuple[Any, Any]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float,
+                size: int | None) -> None:
+        counter = self._counted.get((route, method, status))
+        if counter is None:
+            counter = self._counted[(route, method, status)] = \
+                self.requests.labels(route, method, str(status))
+        counter.inc()
+        timed = self._timed.get(route)
+        if timed is None:
+            timed = self._timed[route] = (self.latency.labels(route), self.bytes.labels(route))
+        timed[0].observe(seconds)
+        if size:
+            timed[1].inc(size)
 
     def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
         @web.middleware
@@ -61,14 +80,12 @@ class OriginMetrics:
                 status = e.status
                 raise
             finally:
-                route = _route(request)
-                self.requests.labels(route, request.method, str(status)).inc()
-                self.latency.labels(route).observe(time.perf_counter() - start)
+                size = None
                 if response is not None:
                     size = response.body_length if response.prepared else \
-                        getattr(response, "content_length", None)
-                    if size:
-                        self.bytes.labels(route).inc(size)
+                        response.content_length
+                self.observe(_route(request), request.method, status,
+                             time.perf_counter() - start, size)
 
         return measure
 
