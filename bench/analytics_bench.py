@@ -60,6 +60,8 @@ from benchlib import (
     first_line,
     free_port,
     get,
+    healthz,
+    launch,
     machine_cpu_seconds,
     ok,
     say,
@@ -326,26 +328,9 @@ try:
         env = dict(BASE_ENV, MEDIAORIGIN_SERVER_PORT=str(port),
                    MEDIAORIGIN_STORAGE_CACHE_DIR=str(TMP / f"cache-{tag}"), **extra)
         log_path = TMP / f"origin-{STARTS}-{tag}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([str(MEDIAORIGIN), "serve", "--config", str(config_file)],
-                                    env=env, stdout=log, stderr=subprocess.STDOUT, cwd=TMP,
-                                    start_new_session=True)
-        RUNNING.append(proc)
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"origin exited ({proc.returncode}):\n"
-                                   f"{log_path.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"origin not ready in 60 s:\n{log_path.read_text()[-2000:]}")
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                get(c, "/healthz")
-                c.close()
-                return proc, port
-            except (OSError, RuntimeError, http.client.HTTPException):
-                pass
-            time.sleep(0.02)
+        proc = launch([str(MEDIAORIGIN), "serve", "--config", str(config_file)], env,
+                      log_path, RUNNING, lambda: healthz(port), cwd=TMP)
+        return proc, port
 
     p_off, port_off = start_origin("off", {"MEDIAORIGIN_ANALYTICS_SERVER_EVENTS": "false"})
     p_on, port_on = start_origin("on", {"MEDIAORIGIN_ANALYTICS_SERVER_EVENTS": "true"})

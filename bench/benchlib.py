@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 T_START = time.perf_counter()
@@ -119,3 +120,39 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def healthz(port: int) -> bool:
+    """Does the origin on `port` answer /healthz?"""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        get(c, "/healthz")
+        return True
+    finally:
+        c.close()
+
+
+def launch(cmd: list[str], env: dict[str, str], log_path: Path,
+           running: list[subprocess.Popen], ready: Callable[[], bool], *,
+           cwd: Path | None = None, timeout: float = 60.0) -> subprocess.Popen:
+    """Start a server in its own process group (added to `running`, which the script's final
+    `finally` stops), its output in `log_path`; return once `ready()` is true. A server that
+    exits or is not ready in `timeout` stops the bench with the tail of its log."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                start_new_session=True)
+    running.append(proc)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}):\n"
+                               f"{log_path.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server not ready in {timeout:.0f} s:\n"
+                               f"{log_path.read_text()[-2000:]}")
+        try:
+            if ready():
+                return proc
+        except (OSError, RuntimeError, http.client.HTTPException):
+            pass
+        time.sleep(0.02)

@@ -44,7 +44,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from benchlib import cpu_model, first_line, free_port, machine_cpu_seconds, ok, say, stop
+from benchlib import cpu_model, first_line, free_port, launch, machine_cpu_seconds, ok, say, stop
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -292,24 +292,9 @@ def start_origin(tag: str) -> tuple[subprocess.Popen, str]:
         "MEDIAORIGIN_DEMO_ENABLED": "false",
     })
     log_path = TMP / f"origin-{STARTS}-{tag}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mediaorigin.cli", "serve"], cwd=root,
-                                env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    RUNNING.append(proc)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"origin exited ({proc.returncode}):\n"
-                               f"{log_path.read_text()[-2000:]}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"origin not ready in 60 s:\n{log_path.read_text()[-2000:]}")
-        try:
-            if request(port, "GET", "/healthz")[0] == 200:
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            pass
-        time.sleep(0.02)
+    proc = launch([sys.executable, "-m", "mediaorigin.cli", "serve"], env, log_path, RUNNING,
+                  lambda: request(port, "GET", "/healthz")[0] == 200, cwd=root)
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def request(port: int, method: str, path: str, headers: dict[str, str] | None = None

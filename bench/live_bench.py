@@ -76,6 +76,7 @@ from benchlib import (
     cpu_seconds,
     first_line,
     free_port,
+    launch,
     machine_cpu_seconds,
     ms,
     ok,
@@ -577,25 +578,9 @@ dir = "{d / 'live'}"
 {ANALYTICS_SECTION}""")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAORIGIN_")}
     log_path = d / "origin.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(pinned(core, [str(MEDIAORIGIN), "serve", "--config",
-                                              str(config)]),
-                                env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    RUNNING.append(proc)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"origin exited ({proc.returncode}):\n"
-                               f"{log_path.read_text()[-2000:]}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"origin not ready in 60 s:\n{log_path.read_text()[-2000:]}")
-        try:
-            if http_get(port, "/healthz", 2)[0] == 200 and listening(rtmp):
-                break
-        except OSError:
-            pass
-        time.sleep(0.05)
+    proc = launch(pinned(core, [str(MEDIAORIGIN), "serve", "--config", str(config)]), env,
+                  log_path, RUNNING,
+                  lambda: http_get(port, "/healthz", 2)[0] == 200 and listening(rtmp))
     return {"proc": proc, "port": port, "rtmp": rtmp, "loop": loop, "log": log_path}
 
 

@@ -42,6 +42,8 @@ from benchlib import (
     first_line,
     free_port,
     get,
+    healthz,
+    launch,
     machine_cpu_seconds,
     ms,
     ok,
@@ -308,27 +310,10 @@ try:
                    MEDIAORIGIN_SERVER_WORKERS=str(workers), MEDIAORIGIN_SERVER_LOOP=loop,
                    MEDIAORIGIN_STORAGE_CACHE_DIR=str(cache_dir), **(extra or {}))
         log_path = TMP / f"origin-{STARTS}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([str(MEDIAORIGIN), "serve", "--config", str(config_file)],
-                                    env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        RUNNING.append(proc)
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"origin exited ({proc.returncode}):\n"
-                                   f"{log_path.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"origin not ready in 60 s:\n{log_path.read_text()[-2000:]}")
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                get(c, "/healthz")
-                c.close()
-                if listening_sockets(port) >= workers:
-                    return proc, port
-            except (OSError, RuntimeError, http.client.HTTPException):
-                pass
-            time.sleep(0.02)
+        proc = launch([str(MEDIAORIGIN), "serve", "--config", str(config_file)], env,
+                      log_path, RUNNING,
+                      lambda: healthz(port) and listening_sockets(port) >= workers)
+        return proc, port
 
     def child_uri(playlist: str, after_tag: str) -> list[str]:
         """URI lines of a playlist; with after_tag, only those following that tag."""
