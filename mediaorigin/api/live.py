@@ -58,8 +58,8 @@ def _json(request: web.Request, stream: LiveStream) -> dict[str, Any]:
     hub = request.config_dict[LIVE_HUB]
     channel = hub.channels.get(stream.id)
     if channel is not None:
-        body["ingest"] = {"protocol": hub.publisher_protocol(stream.id),
-                          "connected": hub.publisher_protocol(stream.id) is not None,
+        protocol = hub.publisher_protocol(stream.id)
+        body["ingest"] = {"protocol": protocol, "connected": protocol is not None,
                           **channel.stats.report()}
         body["viewers"] = channel.viewers()
         if channel.state == "reconnecting":
