@@ -169,10 +169,10 @@ async def test_delta_updates_skip_old_segments(tmp_path: Path, clip: Path) -> No
     assert "EXT-X-SKIP" not in full
     # 6 s of segments; CAN-SKIP-UNTIL is 12 s: nothing old enough to skip yet.
     assert "EXT-X-SKIP" not in skipped
-    w.target_duration = 1  # pretend 1 s targets: skip everything older than 6 s
+    w.target_duration = 1  # 1 s targets: CAN-SKIP-UNTIL 6 s, and no segment starts before it
     skipped = hls.media(w, "video", "", skip=True)
     assert "EXT-X-SKIP" not in skipped
-    w.segments[0].start -= 10
+    w.segments[0].start -= 10  # now the first segment is older than 6 s: skipped
     skipped = hls.media(w, "video", "", skip=True)
     m = re.search(r"#EXT-X-SKIP:SKIPPED-SEGMENTS=(\d+)", skipped)
     assert m and int(m[1]) == 1
