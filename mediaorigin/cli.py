@@ -21,6 +21,7 @@ from .library.bulk import bulk_import
 from .library.db import migrate, open_database
 from .library.importer import ImportFailed, register_ladder
 from .library.repository import Library
+from .malloc import keep_freed_memory
 from .storage.local import LocalStorage
 
 log = logging.getLogger("mediaorigin")
@@ -94,6 +95,7 @@ async def _until_stopped() -> None:
 
 
 def serve_one(config: Config) -> None:
+    keep_freed_memory(config.server.keep_freed_memory_mb)
     factory = None
     if config.server.loop == "uvloop":
         import uvloop

@@ -111,7 +111,7 @@ class IndexCache:
 class CachedBody:
     """A packaged response body held in memory, or the file on disk that holds it."""
 
-    data: bytes | None
+    data: bytes | memoryview | None
     path: Path | None
     size: int
 
@@ -126,7 +126,7 @@ class SegmentCache:
     def __init__(self, cache_dir: Path, memory_bytes: int, disk_bytes: int) -> None:
         self.dir = cache_dir / "segments"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.memory: LRU[str, bytes] = LRU(memory_bytes, len)
+        self.memory: LRU[str, bytes | memoryview] = LRU(memory_bytes, len)
         self.disk_bytes = disk_bytes
         self._disk_used: int | None = None  # measured at the first write, not at start-up
         self._lock = threading.Lock()
@@ -161,7 +161,7 @@ class SegmentCache:
         self.hits_disk += 1
         return CachedBody(None, path, size)
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | memoryview) -> None:
         self.memory.put(key, data)
         if self.disk_bytes <= 0 or len(data) > self.disk_bytes:
             return
@@ -206,7 +206,7 @@ class SegmentCache:
             self._disk_used = used
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes | memoryview) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .growing import GrowingResponse
 from .playback import Body
 
 SEGMENT_CACHE = "public, max-age=31536000, immutable"
@@ -86,6 +87,11 @@ async def respond(request: web.Request, body: Body) -> web.StreamResponse:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Type"] = body.content_type
+    if body.growing is not None:
+        if status == 200:
+            return GrowingResponse(body.growing, status, headers)
+        data = await body.growing.whole()
+        return web.Response(status=status, headers=headers, body=data[start:end])
     if body.content.data is not None:
         data = body.content.data
         return web.Response(status=status, headers=headers,

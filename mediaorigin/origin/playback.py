@@ -22,6 +22,7 @@ from ..auth.keystore import ContentKey, KeySource
 from ..errors import ClientError
 from ..library.records import PlayableItem
 from ..packaging import urls
+from ..packaging.crypto.progressive import Progressive
 from ..packaging.dash.mpd import mpd, subtitle_shift
 from ..packaging.fmp4.writer import init_segment, media_segment
 from ..packaging.hls.playlists import (
@@ -40,6 +41,7 @@ from ..packaging.webvtt import SubtitleTrack, parse_webvtt, vtt_document, vtt_se
 from ..storage.local import LocalStorage, StorageError
 from . import protection
 from .cache import LRU, CachedBody, IndexCache, SegmentCache
+from .growing import Growing, grow
 
 T = TypeVar("T")
 PACKAGER_VERSION = "2"
@@ -79,6 +81,7 @@ class Body:
     etag: str
     last_modified: float
     immutable: bool  # segments never change under the same URL; manifests may
+    growing: Growing | None = None  # a cold encrypted segment still being made
 
 
 Clip = tuple[float, float] | None
@@ -100,6 +103,7 @@ class Playback:
         self._prepared: LRU[tuple[str, Clip], Prepared] = LRU(1024)
         self._manifests: LRU[str, bytes] = LRU(32 * 1024 * 1024, len)
         self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        self._growing: dict[str, Growing] = {}
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -277,23 +281,34 @@ class Playback:
                                     f"{drm} is served with fMP4 segments")
             if drm is None or content is None:
                 return self._package(prep, rendition, child)
-            if child.kind == "init":
-                return protection.protect_init(self._package(prep, rendition, child), drm,
-                                               content)
-            # fMP4 media segments are handed over unjoined (head, samples): the encrypted
-            # output is then the only copy of the whole segment that is made
-            return protection.protect_segment(self._package(prep, rendition, child, parts=True),
-                                              drm, content, rendition.track,
+            return protection.protect_init(self._package(prep, rendition, child), drm,
+                                           content)
+
+        def encrypt() -> Progressive:
+            """An encrypted media segment (not SAMPLE-AES: TS writes that itself), made
+            while it is sent. fMP4 is handed over unjoined (head, samples): the encrypted
+            output is then the only copy of the whole segment that is made."""
+            assert drm is not None and content is not None
+            if drm in protection.DASH_MODES and child.container == "ts":
+                raise PlaybackError(400, "drm_not_for_protocol",
+                                    f"{drm} is served with fMP4 segments")
+            clear = self._package(prep, rendition, child, parts=child.container == "fmp4")
+            return protection.protect_segment(clear, drm, content, rendition.track,
                                               child.number or 0, f"{rid}|{prep.version}",
                                               self.key_rotation)
 
         if drm is not None and content is not None:
             key += f"|{drm}|{content.kid.hex()}"
+        ext = name.rsplit(".", 1)[1]
         body = self.segments.get(key)
+        if body is None and drm not in (None, "sample-aes") and child.kind == "segment":
+            growing = await self._grow(key, encrypt)
+            size = await growing.started()
+            return Body(CachedBody(None, None, size), MIME[ext], self._etag(key),
+                        prep.last_modified, immutable=True, growing=growing)
         if body is None:
             data = await self._once(key, lambda: self._remember(self.segments, key, package()))
             body = CachedBody(data, None, len(data))
-        ext = name.rsplit(".", 1)[1]
         return Body(body, MIME[ext], self._etag(key), prep.last_modified, immutable=True)
 
     def _small_child(self, prep: Prepared, rid: str, child: urls.Child, query: str) -> str:
@@ -350,6 +365,28 @@ class Playback:
     def _remember(cache: LRU[str, bytes] | SegmentCache, key: str, data: bytes) -> bytes:
         cache.put(key, data)
         return data
+
+    async def _grow(self, key: str, make: Callable[[], Progressive]) -> Growing:
+        """Start making a segment progressively in the pool, or follow the run already
+        making it; once whole it goes to the segment cache."""
+        growing = self._growing.get(key)
+        if growing is not None:
+            return growing
+        loop = asyncio.get_running_loop()
+
+        def keep(data: memoryview) -> None:
+            self.segments.put(key, data)
+            loop.call_soon_threadsafe(self._growing.pop, key, None)
+
+        growing, work = grow(loop, make, keep)
+        self._growing[key] = growing
+        done = loop.run_in_executor(self.pool, work)
+
+        def finished(f: asyncio.Future[None]) -> None:
+            if f.cancelled() or f.exception() is not None:  # the Growing tells followers
+                self._growing.pop(key, None)
+        done.add_done_callback(finished)
+        return growing
 
     # -- packaging (worker threads) ---------------------------------------------------------
 

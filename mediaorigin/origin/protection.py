@@ -28,7 +28,8 @@ from urllib.parse import parse_qs
 from ..auth.keystore import ContentKey
 from ..errors import ClientError
 from ..packaging.crypto import aes128
-from ..packaging.crypto.cenc import encrypt_init, encrypt_segment, sample_ivs
+from ..packaging.crypto.cenc import encrypt_init, encrypt_segment_progressive, sample_ivs
+from ..packaging.crypto.progressive import Progressive
 from ..packaging.crypto.pssh import cenc_namespace_attr, content_protection_xml, system_pssh
 from ..packaging.fmp4.writer import media_segment
 from ..packaging.model import MediaError, SampleRun, Track
@@ -159,11 +160,13 @@ def segment_parts(run: SampleRun, number: int) -> tuple[bytes, bytes]:
 
 
 def protect_segment(data: bytes | tuple[bytes, bytes], drm: str, content: ContentKey,
-                    track: Track, number: int, context: str, rotation: int = 0) -> bytes:
-    """An encrypted media segment; `data` is the clear one, or its segment_parts (fMP4)."""
+                    track: Track, number: int, context: str, rotation: int = 0
+                    ) -> Progressive:
+    """An encrypted media segment, to be made progressively; `data` is the clear one, or
+    its segment_parts (fMP4)."""
     if drm == "aes-128":
         key = hls_key(content, key_period(number, rotation), rotation)
-        return aes128.encrypt_segment(data, key, aes128.segment_iv(number))
+        return aes128.encrypt_progressive(data, key, aes128.segment_iv(number))
     codec = {"avc1": "avc", "avc3": "avc", "hvc1": "hevc", "hev1": "hevc"}.get(
         track.codec.fourcc, "aac" if track.kind == "audio" else None)
     if codec is None:
@@ -175,7 +178,7 @@ def protect_segment(data: bytes | tuple[bytes, bytes], drm: str, content: Conten
     elif codec == "hevc" and len(track.codec.config) > 21:
         nal = (track.codec.config[21] & 3) + 1
     if drm == "cbcs":
-        return encrypt_segment(data, "cbcs", content.key, content.kid, constant_iv(content),
-                               nal, codec, iv_size=0)
+        return encrypt_segment_progressive(data, "cbcs", content.key, content.kid,
+                                           constant_iv(content), nal, codec, iv_size=0)
     ivs = sample_ivs(content.kid, number, context=context.encode())
-    return encrypt_segment(data, "cenc", content.key, content.kid, ivs, nal, codec)
+    return encrypt_segment_progressive(data, "cenc", content.key, content.kid, ivs, nal, codec)

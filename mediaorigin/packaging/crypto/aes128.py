@@ -13,11 +13,11 @@ Playlist versions: an IV attribute needs EXT-X-VERSION 2+, KEYFORMAT 5+.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .buffers import scratch
+from .progressive import CHUNK, Progressive
 
 Buffer = bytes | bytearray | memoryview
 BLOCK = 16
@@ -101,22 +101,38 @@ def encrypt_segment(data: Buffer | Sequence[Buffer], key: bytes, iv: bytes) -> b
 
     `data` may also be the segment's parts in order (e.g. its head and its mdat payload), so
     that a packager does not have to join them first: the result is the same."""
+    return bytes(encrypt_progressive(data, key, iv).complete())
+
+
+def encrypt_progressive(data: Buffer | Sequence[Buffer], key: bytes, iv: bytes,
+                        chunk: int = CHUNK) -> Progressive:
+    """`encrypt_segment`, made `chunk` bytes at a time (see progressive.py)."""
     check_key(key, iv)
     parts = [memoryview(p).cast("B") for p in data] if isinstance(data, (tuple, list)) \
         else [memoryview(data).cast("B")]
-    size = sum(len(p) for p in parts)
-    pad = BLOCK - size % BLOCK
+    clear = sum(len(p) for p in parts)
+    pad = BLOCK - clear % BLOCK
+    size = clear + pad
+    # update_into wants a block of room more than it is given; the cipher carries a partial
+    # block from one call to the next, so each call writes whole blocks at their place.
+    buffer = bytearray(size + BLOCK)
+    return Progressive(size, buffer, _cbc_fill(parts, pad, key, iv, memoryview(buffer),
+                                               max(BLOCK, chunk)))
+
+
+def _cbc_fill(parts: list[memoryview], pad: int, key: bytes, iv: bytes, out: memoryview,
+              chunk: int) -> Iterator[int]:
     enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-    # The ciphertext goes to this thread's reused buffer (update_into wants room for a block
-    # more than it is given; the cipher carries partial blocks from one part to the next),
-    # then into the returned bytes: one fresh allocation, not two.
-    out = scratch(size + 2 * BLOCK)
-    n = 0
+    n = ready = 0
     for part in parts:
-        n += enc.update_into(part, out[n:])
+        for at in range(0, len(part), chunk):
+            n += enc.update_into(part[at : at + chunk], out[n:])
+            if n > ready:
+                ready = n
+                yield n
     n += enc.update_into(bytes((pad,)) * pad, out[n:])
     enc.finalize()
-    return bytes(out[:n])
+    yield n
 
 
 def decrypt_segment(data: bytes | bytearray | memoryview, key: bytes, iv: bytes) -> bytes:
