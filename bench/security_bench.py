@@ -121,13 +121,13 @@ except ImportError as e:
 from mediaorigin import config as mo_config  # noqa: E402
 from mediaorigin.auth.keystore import ContentKey  # noqa: E402
 from mediaorigin.auth.tokens import AUDIENCE, Keyring, parse_hs256_secret  # noqa: E402
-from mediaorigin.malloc import keep_freed_memory  # noqa: E402
 from mediaorigin.origin import protection  # noqa: E402
 from mediaorigin.packaging.crypto import aes128, cenc  # noqa: E402
 from mediaorigin.packaging.fmp4.writer import media_segment  # noqa: E402
 from mediaorigin.packaging.mp4.index import index_file  # noqa: E402
 from mediaorigin.packaging.runs import assemble, read_plan, sample_run  # noqa: E402
 from mediaorigin.packaging.segmenter import build_presentation  # noqa: E402
+from mediaorigin.tuning import keep_freed_memory  # noqa: E402
 
 ENV_INFO = {
     "cpus": os.cpu_count(),
@@ -506,7 +506,7 @@ try:
 
     # === 3. Micro costs, in this process ========================================================
     say("micro benchmarks ...")
-    keep_freed_memory(128)  # as `mediaorigin serve` does (mediaorigin/malloc.py)
+    keep_freed_memory(128)  # as `mediaorigin serve` does (mediaorigin/tuning.py)
     now = time.time()
     # the verify the guard does on every request, against PyJWT's own full decode
     verify_us = per_call_us(lambda: KEYRING.verify(TOKEN, MEDIA_ID, "127.0.0.1", now))

@@ -21,8 +21,8 @@ from .library.bulk import bulk_import
 from .library.db import migrate, open_database
 from .library.importer import ImportFailed, register_ladder
 from .library.repository import Library
-from .malloc import keep_freed_memory
 from .storage.local import LocalStorage
+from .tuning import freeze_startup_objects, keep_freed_memory
 
 log = logging.getLogger("mediaorigin")
 
@@ -79,6 +79,7 @@ async def _serve_forever(config: Config) -> None:
     site = web.TCPSite(runner, config.server.host, config.server.port,
                        reuse_port=config.server.workers > 1, backlog=1024)
     await site.start()
+    freeze_startup_objects()
     log.info("origin %d listening on http://%s:%d", os.getpid(), config.server.host,
              config.server.port)
     await _until_stopped()

@@ -27,7 +27,7 @@ class ServerConfig:
     # CORS: the origins allowed to fetch playback URLs from a browser ("*" for any).
     cors_origins: str = "*"
     metrics_token: str = ""  # when set, GET /metrics needs Authorization: Bearer <token>
-    # freed memory glibc keeps for reuse instead of unmapping it (see malloc.py); 0: default
+    # freed memory glibc keeps for reuse instead of unmapping it (see tuning.py); 0: default
     keep_freed_memory_mb: int = 128
 
 

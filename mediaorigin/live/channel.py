@@ -376,7 +376,10 @@ class LiveChannel:
     @property
     def ready(self) -> bool:
         """Players need one whole segment to start (hls.js and the MPD's Period)."""
-        return any(seg.meta.complete for seg in self._segments)
+        # segments complete in order, so the newest complete one is last or next to last
+        segs = self._segments
+        return bool(segs) and (segs[-1].meta.complete
+                               or (len(segs) > 1 and segs[-2].meta.complete))
 
     def window(self) -> LiveWindow:
         return LiveWindow(
@@ -429,19 +432,18 @@ class LiveChannel:
         return msn > last + 2
 
     async def wait_for(self, msn: int, part: int | None, timeout: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self.has(msn, part):
-            if self.state == "ended":
-                return False
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            try:
-                async with asyncio.timeout(remaining):
+        """Wait until `has(msn, part)`; False at the timeout or when the stream ends. One
+        timer per blocked request, not one per wake: a crowd of players blocks at once."""
+        if self.has(msn, part):
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                while not self.has(msn, part):
+                    if self.state == "ended":
+                        return False
                     await self._changed.wait()
-            except TimeoutError:
-                return False
+        except TimeoutError:
+            return False
         return True
 
     def init(self, name: str, epoch: int) -> bytes | None:
