@@ -292,6 +292,11 @@ try:
         "MEDIAORIGIN_LIBRARY_URL": f"sqlite:///{TMP / 'library.sqlite3'}",
         "MEDIAORIGIN_LIBRARY_UPLOADS_DIR": str(TMP / "uploads"),
         "MEDIAORIGIN_DEMO_ENABLED": "false",
+        # What is measured is the guard and the ciphers. With analytics on, token-mode events
+        # carry a viewer (user, session) and feed more aggregates (unique viewers, progress)
+        # in the same process than open-mode ones: a cost of analytics, not of the token
+        # check, measured by bench/analytics_bench.py.
+        "MEDIAORIGIN_ANALYTICS_ENABLED": "false",
         "MEDIAORIGIN_AUTH_ADMIN_KEY_FILE": str(TMP / "admin-key"),
         "MEDIAORIGIN_AUTH_MASTER_KEY_FILE": str(TMP / "master-key"),
         "MEDIAORIGIN_AUTH_TOKEN_SECRET_FILE": str(TMP / "token-secret"),
@@ -627,7 +632,7 @@ print(f"machine   : {ENV_INFO['cpus']} CPUs ({ENV_INFO['cpu_model']}, AES-NI "
       f"{'yes' if ENV_INFO['aes_ni'] else 'no'}), Python {ENV_INFO['python']}, aiohttp "
       f"{ENV_INFO['aiohttp']}, cryptography {ENV_INFO['cryptography']} "
       f"({ENV_INFO['openssl']}), PyJWT {ENV_INFO['pyjwt']}")
-print(f"origin    : 1 worker, asyncio loop; load: {ENV_INFO['wrk']}: 1 thread, {CONNS} "
+print(f"origin    : 1 worker, asyncio loop, analytics off; load: {ENV_INFO['wrk']}: 1 thread, {CONNS} "
       f"connections, {WRK_SECONDS:g} s per run, nothing pinned")
 print(f"background: {ENV_INFO['background_cpu_pct_at_start']:.0f}% of one core busy before the "
       f"run; during the cold passes 'other' CPU {RESULTS['cold_other_cpu_pct']:.0f}% "

@@ -270,6 +270,13 @@ def test_encryption_is_reproducible(served: Served) -> None:
     assert ivs(0) == cenc.sample_ivs(KID, 7, context=b"v0")(0) != ivs(1)
     assert ivs(0) != cenc.sample_ivs(KID, 7, context=b"v1")(0)
     assert len(cenc.sample_ivs(KID, 7, 16)(0)) == 16
+    # Counter blocks never overlap: the IV's upper 64 bits count samples, the block counter
+    # below them starts at 0 (8-byte IVs) or stays the segment's (16-byte IVs).
+    high = [int.from_bytes(ivs(i), "big") for i in range(300)]
+    assert all(b - a == 1 for a, b in zip(high, high[1:])) or 0 in high
+    wide = cenc.sample_ivs(KID, 7, 16, context=b"v0")
+    assert wide(5)[8:] == wide(0)[8:] and wide(5)[:8] == ivs(5)
+    assert len({cenc.sample_ivs(KID, n, context=b"v0")(0) for n in range(1000)}) == 1000
 
 
 def test_cenc_16_byte_ivs(served: Served) -> None:

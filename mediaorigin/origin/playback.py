@@ -44,7 +44,7 @@ from .cache import LRU, CachedBody, IndexCache, SegmentCache
 from .growing import Growing, grow
 
 T = TypeVar("T")
-PACKAGER_VERSION = "2"
+PACKAGER_VERSION = "3"  # 3: CENC sample IVs count up from one hash per segment
 REVALIDATE_SECONDS = 2.0
 
 MIME = {

@@ -242,14 +242,23 @@ def _child_boxes(entry: bytes, head: BoxHeader, btype: str) -> list[BoxHeader]:
 
 def sample_ivs(kid: bytes, segment_number: int, iv_size: int = 8,
                context: bytes = b"") -> IvSource:
-    """Deterministic per-sample IVs: a hash of (kid, context, segment number, sample index).
-    `context` must tell apart everything that gives one segment number different samples
-    under the same key (the rendition, a clip's range)."""
+    """Deterministic per-sample IVs: a base hashed from (kid, context, segment number), whose
+    upper 64 bits count up by the sample index. `context` must tell apart everything that
+    gives one segment number different samples under the same key (the rendition, a clip's
+    range).
+
+    An IV is the top of AES-CTR's counter block (8-byte IVs: the lower half, the block
+    counter, starts at 0), so samples get disjoint counter ranges: sample i+1's first block
+    lies 2^64 blocks beyond sample i's. One hash per segment, not per sample (a 4 s AAC
+    segment has ~190 samples)."""
+    if iv_size not in (8, 16):
+        raise ValueError("IVs are 8 or 16 bytes")
     prefix = b"mediaorigin cenc iv\0" + kid + _U32.pack(len(context)) + context
-    prefix += segment_number.to_bytes(8, "big")
+    base = hashlib.sha256(prefix + segment_number.to_bytes(8, "big")).digest()
+    high, low = int.from_bytes(base[:8], "big"), base[8:iv_size]
 
     def iv(index: int) -> bytes:
-        return hashlib.sha256(prefix + _U32.pack(index)).digest()[:iv_size]
+        return ((high + index) & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big") + low
 
     return iv
 
