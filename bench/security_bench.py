@@ -632,8 +632,8 @@ print(f"machine   : {ENV_INFO['cpus']} CPUs ({ENV_INFO['cpu_model']}, AES-NI "
       f"{'yes' if ENV_INFO['aes_ni'] else 'no'}), Python {ENV_INFO['python']}, aiohttp "
       f"{ENV_INFO['aiohttp']}, cryptography {ENV_INFO['cryptography']} "
       f"({ENV_INFO['openssl']}), PyJWT {ENV_INFO['pyjwt']}")
-print(f"origin    : 1 worker, asyncio loop, analytics off; load: {ENV_INFO['wrk']}: 1 thread, {CONNS} "
-      f"connections, {WRK_SECONDS:g} s per run, nothing pinned")
+print(f"origin    : 1 worker, asyncio loop, analytics off; load: {ENV_INFO['wrk']}: 1 thread, "
+      f"{CONNS} connections, {WRK_SECONDS:g} s per run, nothing pinned")
 print(f"background: {ENV_INFO['background_cpu_pct_at_start']:.0f}% of one core busy before the "
       f"run; during the cold passes 'other' CPU {RESULTS['cold_other_cpu_pct']:.0f}% "
       "(this process included)")
