@@ -394,14 +394,15 @@ class LiveChannel:
             dvr_depth=self.settings.dvr_window or self.settings.window * self.settings.target,
         )
 
-    def rendered(self, key: tuple, render: Callable[[LiveWindow], str]) -> str:
-        """A playlist rendered once per channel state and key (rendition, query...)."""
-        text = self._rendered.get(key)
-        if text is None:
+    def rendered(self, key: tuple, render: Callable[[LiveWindow], str]) -> bytes:
+        """A playlist rendered (and encoded) once per channel state and key (rendition,
+        query...): a crowd blocked on the same part is answered with the same bytes."""
+        body = self._rendered.get(key)
+        if body is None:
             if len(self._rendered) > 4096:
                 self._rendered.clear()
-            text = self._rendered[key] = render(self.window())
-        return text
+            body = self._rendered[key] = render(self.window()).encode()
+        return body
 
     def viewer(self, who: str) -> None:
         if len(self._viewers) > 100_000:

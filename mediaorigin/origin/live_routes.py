@@ -24,15 +24,25 @@ from .served import GRANT, served
 
 LIVE_HUB = web.AppKey("live_hub", LiveHub)
 LIVE_ID = r"{live_id:live_[A-Za-z0-9_-]{1,64}}"
-PLAYLIST = "application/vnd.apple.mpegurl"
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl; charset=utf-8"
 SEGMENT_CACHE = "public, max-age=86400, immutable"
 HLS_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
 
 
 def _query(request: web.Request) -> str:
-    """The entry manifest's query carried onto child URLs, without blocking-reload params."""
-    return urlencode(sorted((k, v) for k, v in request.rel_url.query.items()
-                            if k not in HLS_PARAMS))
+    """The entry manifest's query carried onto child URLs, without blocking-reload params
+    (remembered per raw query: every viewer sends the same one again each part)."""
+    raw = request.rel_url.raw_query_string
+    query = _QUERIES.get(raw)
+    if query is None:
+        if len(_QUERIES) > 10_000:
+            _QUERIES.clear()
+        query = _QUERIES[raw] = urlencode(sorted(
+            (k, v) for k, v in request.rel_url.query.items() if k not in HLS_PARAMS))
+    return query
+
+
+_QUERIES: dict[str, str] = {}
 
 
 async def _authorized(request: web.Request) -> LiveChannel:
@@ -62,12 +72,12 @@ def _int_param(request: web.Request, name: str) -> int | None:
     return int(raw)
 
 
-def _playlist(text: str, *, blocking: bool) -> web.Response:
+def _playlist(body: bytes, *, blocking: bool) -> web.Response:
     # A blocking request's URL names the state it waited for, so its answer may be cached
     # (CDN request collapsing); a plain reload must be revalidated.
     cache = "public, max-age=60" if blocking else "no-cache"
-    return web.Response(text=text, content_type=PLAYLIST, charset="utf-8",
-                        headers={"Cache-Control": cache})
+    return web.Response(body=body, headers={"Content-Type": PLAYLIST_TYPE,
+                                             "Cache-Control": cache})
 
 
 async def _block(request: web.Request, channel: LiveChannel) -> bool:
@@ -97,9 +107,9 @@ async def entry(request: web.Request) -> web.Response:
                            content_type="application/dash+xml", charset="utf-8",
                            headers={"Cache-Control": "no-cache"})
         return served(request, mpd, live_id, None, name)
-    text = channel.rendered(("master", name, query),
+    body = channel.rendered(("master", name, query),
                             lambda w: hls.master(w, query, ts=name == "master-ts.m3u8"))
-    return served(request, _playlist(text, blocking=False), live_id, None, name)
+    return served(request, _playlist(body, blocking=False), live_id, None, name)
 
 
 async def media_playlist(request: web.Request) -> web.Response:
@@ -111,10 +121,10 @@ async def media_playlist(request: web.Request) -> web.Response:
     blocking = await _block(request, channel)
     skip = request.rel_url.query.get("_HLS_skip") in ("YES", "v2")
     query = _query(request)
-    text = channel.rendered(
+    body = channel.rendered(
         ("media", rendition, query, skip),
         lambda w: hls.media(w, rendition, query, ts=ts, skip=skip))
-    return served(request, _playlist(text, blocking=blocking), request.match_info["live_id"],
+    return served(request, _playlist(body, blocking=blocking), request.match_info["live_id"],
                   rendition, "index.m3u8")
 
 
@@ -144,8 +154,8 @@ async def media_file(request: web.Request) -> web.Response:
         content_type = "video/iso.segment"
     if data is None:
         raise ClientError(404, "not_found", "no such segment or part")
-    return served(request, web.Response(body=data, content_type=content_type,
-                                        headers={"Cache-Control": SEGMENT_CACHE}),
+    return served(request, web.Response(body=data, headers={"Content-Type": content_type,
+                                                            "Cache-Control": SEGMENT_CACHE}),
                   request.match_info["live_id"], rendition, name)
 
 
