@@ -254,11 +254,14 @@ class LiveWatch:
 
 async def watch_live(browser: PlayerBrowser, url: str, player: PlayerName, *,
                      watch: float, options: dict[str, Any] | None = None,
-                     start_timeout: float = 10.0, interval: float = 0.5) -> LiveWatch:
+                     start_timeout: float = 10.0, interval: float = 0.5,
+                     seek_back: float = 0.0) -> LiveWatch:
     """Load `url` in the harness page of `player`, wait until it plays, then sample its state
-    every `interval` seconds for `watch` seconds. Runs on the browser's thread; never raises for
-    playback failures (they are in the result)."""
-    coro = _watch_live(browser, url, player, watch, options or {}, start_timeout, interval)
+    every `interval` seconds for `watch` seconds; with `seek_back`, the viewer first rewinds
+    that many seconds from where it plays (after the first sample). Runs on the browser's
+    thread; never raises for playback failures (they are in the result)."""
+    coro = _watch_live(browser, url, player, watch, options or {}, start_timeout, interval,
+                       seek_back)
     # PlayerBrowser has no public hook for custom page driving: run on its loop as play() does.
     future = asyncio.run_coroutine_threadsafe(coro, browser._loop)
     return await asyncio.wrap_future(future)
@@ -266,7 +269,7 @@ async def watch_live(browser: PlayerBrowser, url: str, player: PlayerName, *,
 
 async def _watch_live(browser: PlayerBrowser, url: str, player: PlayerName, watch: float,
                       options: dict[str, Any], start_timeout: float,
-                      interval: float) -> LiveWatch:
+                      interval: float, seek_back: float) -> LiveWatch:
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import TimeoutError as PlaywrightTimeout
 
@@ -294,6 +297,9 @@ async def _watch_live(browser: PlayerBrowser, url: str, player: PlayerName, watc
         result.startup = time.monotonic() - started
         first = time.monotonic()
         result.samples.append(await page.evaluate(_SAMPLE_JS, player))
+        if seek_back:
+            await page.evaluate("(s) => { const v = document.getElementById('video'); "
+                                "v.currentTime = v.currentTime - s; }", seek_back)
         if not result.fatal and not result.harness_errors:
             while time.monotonic() - first < watch - 1e-3:
                 await asyncio.sleep(min(interval, watch - (time.monotonic() - first)))
@@ -347,6 +353,33 @@ async def test_hls_js_low_latency_plays_ll_hls(browser: PlayerBrowser, live_orig
     assert any("_HLS_msn=" in r for r in result.requests), result.requests
     assert any(re.search(r"/\d+\.\d+\.m4s", r) for r in result.requests), \
         result.requests
+
+
+async def test_hls_js_rewinds_into_the_dvr_window(browser: PlayerBrowser,
+                                                 live_origin: OriginThread,
+                                                 tmp_path: Path) -> None:
+    """A student rewinds a live lecture: hls.js, playing at the live edge, seeks 8 s back into
+    the DVR window and plays on from there. The playing frame's program date time says how
+    far behind the wall clock the picture is: at the edge, then about 8 s more."""
+    rewind = 8.0
+    with publishing(live_origin, tmp_path, latencyMode="low", dvrWindow=60) as pub:
+        pub.wait_segments(7, timeout=25.0)  # ~14 s of lecture behind the live edge
+        result = await watch_live(browser, pub.url("hls"), "hls", watch=6.0,
+                                  options={"lowLatencyMode": True}, seek_back=rewind)
+    report(result)
+    summary = result.summary()
+    assert not result.fatal and result.errors == [], summary
+    edge = result.first["wallLatency"]
+    behind = result.figures("wallLatency")[-1]
+    assert edge is not None and 0 < edge < LL_HLS_MAX_LATENCY, summary
+    # Rewound (hls.js may take up to a part or so to land), and not pulled back to the edge.
+    assert rewind - 1.0 < behind - edge < rewind + 1.5, summary
+    # Still playing after the seek: currentTime advances with the wall clock.
+    after = result.samples[2:]
+    played = after[-1]["time"] - after[0]["time"]
+    assert played >= 0.7 * (after[-1]["now"] - after[0]["now"]) / 1000, summary
+    assert not after[-1]["paused"], summary
+    assert result.http_errors == [], summary
 
 
 async def test_hls_js_plays_live_ts(browser: PlayerBrowser, live_origin: OriginThread,

@@ -276,11 +276,9 @@ class Playback:
                                          self.key_rotation)
                 return self._package(prep, rendition, child,
                                      (key, protection.aes128.segment_iv(n)))
-            if drm in protection.DASH_MODES and child.container == "ts":
-                raise PlaybackError(400, "drm_not_for_protocol",
-                                    f"{drm} is served with fMP4 segments")
             if drm is None or content is None:
                 return self._package(prep, rendition, child)
+            # (encrypted media segments are made by encrypt(), below)
             return protection.protect_init(self._package(prep, rendition, child), drm,
                                            content)
 
