@@ -15,12 +15,12 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 from library_fixtures import library_config
+from media import AAC, FPS, X264, run_ffmpeg
 from origin_server import OriginThread
 
 from mediaorigin.auth.tokens import Keyring, parse_hs256_secret
@@ -29,6 +29,7 @@ from mediaorigin.origin.growing import grow
 from mediaorigin.origin.http import respond
 from mediaorigin.origin.playback import Body
 from mediaorigin.packaging.crypto import aes128
+from mediaorigin.packaging.crypto.progressive import CHUNK as CHUNK_SIZE
 from mediaorigin.packaging.crypto.progressive import Progressive
 
 CHUNKS = 4
@@ -143,25 +144,33 @@ SECRET = base64.b64encode(b"g" * 32).decode()
 
 
 @pytest.fixture(scope="module")
-def cold_origin(tmp_path_factory: pytest.TempPathFactory,
-                av_faststart: Path) -> Iterator[tuple[OriginThread, str, str]]:
-    """Token playback, segment caches off: every request packages and encrypts afresh."""
+def cold_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OriginThread, str,
+                                                                         str]]:
+    """Token playback, segment caches off: every request packages and encrypts afresh. The
+    lecture's video segments are ~1.4 MB (sent while encrypted), its audio ones ~50 KB (made
+    whole first: under 2 x CHUNK)."""
     root = tmp_path_factory.mktemp("cold")
+    clip = root / "heavy.mp4"
+    run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size=640x360:rate={FPS}:duration=6",
+                "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=6",
+                *X264, "-qp", "12", *AAC, "-movflags", "+faststart", clip])
     origin = OriginThread(library_config(
         root, auth={"playback": "token", "token_secrets": f"k1:{SECRET}"},
         packaging={"segment_memory_mb": 0, "segment_disk_mb": 0})).start()
-    media_id = origin.add([av_faststart], "Cold lecture")
+    media_id = origin.add([clip], "Cold lecture")
     token = Keyring([parse_hs256_secret(f"k1:{SECRET}")], issuer="mediaorigin").issue(
         now=time.time(), media=media_id, ttl=600)
     yield origin, media_id, token
     origin.stop()
 
 
-def test_concurrent_cold_requests_get_the_same_bytes(cold_origin) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("rid", ["v0", "a0"])
+def test_concurrent_cold_requests_get_the_same_bytes(cold_origin, rid: str) -> None:  # type: ignore[no-untyped-def]
     origin, media_id, token = cold_origin
     key = origin.get(f"/vod/{media_id}/key?token={token}&drm=aes-128").body
-    clear = origin.get(f"/vod/{media_id}/v0/seg-2.m4s?token={token}").body
-    path = f"/vod/{media_id}/v0/seg-2.m4s?token={token}&drm=aes-128"
+    clear = origin.get(f"/vod/{media_id}/{rid}/seg-2.m4s?token={token}").body
+    assert (len(clear) > 2 * CHUNK_SIZE) == (rid == "v0")  # both paths are taken
+    path = f"/vod/{media_id}/{rid}/seg-2.m4s?token={token}&drm=aes-128"
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda _: origin.get(path), range(16)))
     assert {r.status for r in replies} == {200}
@@ -174,10 +183,11 @@ def test_concurrent_cold_requests_get_the_same_bytes(cold_origin) -> None:  # ty
     assert head.body == b""
 
 
+@pytest.mark.parametrize("rid", ["v0", "a0"])
 @pytest.mark.parametrize("drm", ["cenc", "cbcs"])
-def test_cold_cenc_segments_match_across_requests(cold_origin, drm: str) -> None:  # type: ignore[no-untyped-def]
+def test_cold_cenc_segments_match_across_requests(cold_origin, drm: str, rid: str) -> None:  # type: ignore[no-untyped-def]
     origin, media_id, token = cold_origin
-    path = f"/vod/{media_id}/v0/seg-1.m4s?token={token}&drm={drm}"
+    path = f"/vod/{media_id}/{rid}/seg-1.m4s?token={token}&drm={drm}"
     with ThreadPoolExecutor(4) as pool:
         replies = list(pool.map(lambda _: origin.get(path), range(8)))
     assert {r.status for r in replies} == {200}

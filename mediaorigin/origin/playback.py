@@ -22,7 +22,7 @@ from ..auth.keystore import ContentKey, KeySource
 from ..errors import ClientError
 from ..library.records import PlayableItem
 from ..packaging import urls
-from ..packaging.crypto.progressive import Progressive
+from ..packaging.crypto.progressive import CHUNK, Progressive
 from ..packaging.dash.mpd import mpd, subtitle_shift
 from ..packaging.fmp4.writer import init_segment, media_segment
 from ..packaging.hls.playlists import (
@@ -44,6 +44,7 @@ from .cache import LRU, CachedBody, IndexCache, SegmentCache
 from .growing import Growing, grow
 
 T = TypeVar("T")
+Data = bytes | memoryview  # a packaged body (memoryview: an encrypted segment's buffer)
 PACKAGER_VERSION = "3"  # 3: CENC sample IVs count up from one hash per segment
 REVALIDATE_SECONDS = 2.0
 
@@ -102,7 +103,7 @@ class Playback:
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="packager")
         self._prepared: LRU[tuple[str, Clip], Prepared] = LRU(1024)
         self._manifests: LRU[str, bytes] = LRU(32 * 1024 * 1024, len)
-        self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        self._inflight: dict[str, asyncio.Future[Data]] = {}
         self._growing: dict[str, Growing] = {}
 
     def close(self) -> None:
@@ -297,17 +298,31 @@ class Playback:
 
         if drm is not None and content is not None:
             key += f"|{drm}|{content.kid.hex()}"
+        def encrypted_whole() -> memoryview:
+            return encrypt().complete()
+
         ext = name.rsplit(".", 1)[1]
         body = self.segments.get(key)
+        make: Callable[[], Data] = package
         if body is None and drm not in (None, "sample-aes") and child.kind == "segment":
-            growing = await self._grow(key, encrypt)
-            size = await growing.started()
-            return Body(CachedBody(None, None, size), MIME[ext], self._etag(key),
-                        prep.last_modified, immutable=True, growing=growing)
+            # A large segment is sent while it is encrypted; a small one (audio) whole, which
+            # spares it the chunk hand-offs
+            if self._payload(rendition, child.number or 0) > 2 * CHUNK:
+                growing = await self._grow(key, encrypt)
+                size = await growing.started()
+                return Body(CachedBody(None, None, size), MIME[ext], self._etag(key),
+                            prep.last_modified, immutable=True, growing=growing)
+            make = encrypted_whole
         if body is None:
-            data = await self._once(key, lambda: self._remember(self.segments, key, package()))
+            data = await self._once(key, lambda: self._remember(self.segments, key, make()))
             body = CachedBody(data, None, len(data))
         return Body(body, MIME[ext], self._etag(key), prep.last_modified, immutable=True)
+
+    @staticmethod
+    def _payload(r: Rendition, number: int) -> int:
+        """Bytes of samples in segment `number` of `r` (0 when there is no such segment)."""
+        seg = r.segment(number)
+        return sum(r.track.sizes[seg.first : seg.end]) if seg is not None else 0
 
     def _small_child(self, prep: Prepared, rid: str, child: urls.Child, query: str) -> str:
         p = prep.presentation
@@ -341,7 +356,7 @@ class Playback:
             return iframe_playlist(r, child.container, query)
         raise PlaybackError(404, "not_found", "unknown playlist")
 
-    async def _once(self, key: str, work: Callable[[], bytes]) -> bytes:
+    async def _once(self, key: str, work: Callable[[], Data]) -> Data:
         """Run `work` in the pool; concurrent callers with the same key share one run."""
         future = self._inflight.get(key)
         if future is not None:
@@ -360,7 +375,7 @@ class Playback:
             del self._inflight[key]
 
     @staticmethod
-    def _remember(cache: LRU[str, bytes] | SegmentCache, key: str, data: bytes) -> bytes:
+    def _remember(cache: LRU[str, bytes] | SegmentCache, key: str, data: Data) -> Data:
         cache.put(key, data)
         return data
 
