@@ -40,6 +40,7 @@ from .live.repository import LiveRepository
 from .origin.assets import ASSET_LIBRARY, ASSET_STORAGE, add_asset_routes
 from .origin.cache import IndexCache, SegmentCache
 from .origin.http import json_error
+from .origin.live_proxy import LiveProxy, trust_peer_on
 from .origin.live_routes import LIVE_HUB, add_live_routes
 from .origin.metrics import OriginMetrics, metrics_handler
 from .origin.playback import Playback
@@ -126,8 +127,17 @@ def cors(allowed: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamR
 
 def create_app(config: Config) -> web.Application:
     metrics = OriginMetrics()
-    app = web.Application(middlewares=[metrics.middleware(), cors(config.server.cors_origins),
-                                       errors])
+    middlewares = [metrics.middleware(), cors(config.server.cors_origins), errors]
+    live_socket = config.server.live_socket  # set when several workers share the port
+    proxy = None
+    if live_socket and config.ingest.rtmp_enabled:
+        middlewares.append(trust_peer_on(live_socket))
+    elif live_socket:
+        proxy = LiveProxy(live_socket)
+        middlewares.append(proxy.middleware())
+    app = web.Application(middlewares=middlewares)
+    if proxy is not None:
+        app.on_cleanup.append(lambda _: proxy.close())
     app[CONFIG] = config
     app[api_context.SHUTTING_DOWN] = asyncio.Event()
     app.cleanup_ctx.append(_services)

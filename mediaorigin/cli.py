@@ -79,6 +79,12 @@ async def _serve_forever(config: Config) -> None:
     site = web.TCPSite(runner, config.server.host, config.server.port,
                        reuse_port=config.server.workers > 1, backlog=1024)
     await site.start()
+    live_socket = config.server.live_socket
+    if live_socket and config.ingest.rtmp_enabled:  # the worker that owns live streams
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(live_socket)
+        await web.UnixSite(runner, live_socket).start()
+        os.chmod(live_socket, 0o600)  # the other workers (same user) only
     freeze_startup_objects()
     log.info("origin %d listening on http://%s:%d", os.getpid(), config.server.host,
              config.server.port)
@@ -121,9 +127,13 @@ def serve(config: Config) -> None:
         serve_one(config)
         return
     if config.ingest.rtmp_enabled:
-        log.warning("live lectures are ingested and served by the first of %d workers only: "
-                    "route /live/ to it, or run live origins with server.workers = 1",
-                    config.server.workers)
+        # Live streams live in the first worker; the others forward /live and /api/live to
+        # it over this socket (origin/live_proxy.py).
+        config = copy.deepcopy(config)
+        socket_path = config.path(config.storage.cache_dir) / f"live-{os.getpid()}.sock"
+        if len(str(socket_path)) > 100:  # sun_path holds 108 bytes
+            socket_path = Path(tempfile.gettempdir()) / f"mediaorigin-live-{os.getpid()}.sock"
+        config.server.live_socket = str(socket_path)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(config if n == 0 else _without_ingest(config),),
                          daemon=True)
@@ -140,6 +150,9 @@ def serve(config: Config) -> None:
     signal.signal(signal.SIGINT, forward)
     for p in procs:
         p.join()
+    if config.server.live_socket:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(config.server.live_socket)
 
 
 def _without_ingest(config: Config) -> Config:

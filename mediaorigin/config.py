@@ -29,6 +29,9 @@ class ServerConfig:
     metrics_token: str = ""  # when set, GET /metrics needs Authorization: Bearer <token>
     # freed memory glibc keeps for reuse instead of unmapping it (see tuning.py); 0: default
     keep_freed_memory_mb: int = 128
+    # Set by `serve` for workers > 1 (not a setting): the Unix socket on which the first
+    # worker, which owns live streams, takes the live requests the others forward.
+    live_socket: str = ""
 
 
 @dataclass

@@ -119,3 +119,87 @@ def test_serve_with_workers_and_demo(tmp_path: Path, loop: str) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
     assert proc.returncode == 0, log.read_text()
+
+
+def test_live_streams_are_served_by_every_worker(tmp_path: Path) -> None:
+    """With two workers, live streams belong to the first (it ingests them); the second
+    forwards /live and /api/live to it. New connections land on either worker (SO_REUSEPORT):
+    every one is answered, some directly and some forwarded (`Via`), and the forwarded ones
+    keep the real client address: a stream whose network rule refuses 127.0.0.0/8 is refused
+    on both paths, even when the request names another peer in the forwarding header."""
+    import json
+
+    from mediaorigin.origin.live_proxy import PEER_HEADER
+
+    port, rtmp_port = free_port(), free_port()
+    env = env_for(tmp_path, MEDIAORIGIN_SERVER_PORT=str(port), MEDIAORIGIN_SERVER_WORKERS="2",
+                  MEDIAORIGIN_INGEST_RTMP_PORT=str(rtmp_port), MEDIAORIGIN_AUTH_ADMIN_KEY="k" * 32)
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*CLI, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    admin = {"Authorization": f"Bearer {'k' * 32}", "Content-Type": "application/json"}
+    publishers: list[subprocess.Popen[bytes]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(base + "/healthz"):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "origin did not start"
+            time.sleep(0.2)
+        streams = []
+        for access in (None, {"networks": {"deny": ["127.0.0.0/8"]}}):
+            body = {"title": "Lecture", "latencyMode": "low", "record": False,
+                    **({"access": access} if access else {})}
+            reply = request(base + "/api/live", admin, "POST", json.dumps(body).encode())
+            assert reply.status == 201, reply.body
+            streams.append(reply.json())
+        for stream in streams:
+            rtmp = f"rtmp://127.0.0.1:{rtmp_port}/live/{stream['rtmp']['streamKey']}"
+            publishers.append(subprocess.Popen(
+                ["ffmpeg", "-nostdin", "-v", "error", "-re", "-f", "lavfi",
+                 "-i", "testsrc2=size=320x240:rate=25", "-c:v", "libx264", "-preset",
+                 "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-f", "flv", rtmp],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        open_url = base + streams[0]["playback"]["hls"]
+        deadline = time.monotonic() + 20
+        while request(open_url).status != 200:
+            assert time.monotonic() < deadline, request(open_url).body
+            time.sleep(0.2)
+        via = []
+        for _ in range(24):  # a new connection each: both workers take some
+            reply = request(open_url)
+            assert reply.status == 200 and b"#EXT-X-STREAM-INF" in reply.body, reply.body
+            via.append("via" in reply.headers)
+        assert any(via) and not all(via), via
+        variant = next(line for line in reply.body.decode().splitlines()
+                       if line and not line.startswith("#"))
+        playlist = request(base + streams[0]["playback"]["hls"].rsplit("/", 1)[0] + "/"
+                           + variant)
+        assert playlist.status == 200 and b"#EXT-X-PART:" in playlist.body
+        state = request(f"{base}/api/live/{streams[0]['id']}", admin)
+        assert state.json()["state"] == "live"  # the owner's view, from either worker
+        refused_url = base + streams[1]["playback"]["hls"]
+        for _ in range(12):
+            reply = request(refused_url, {PEER_HEADER: "10.9.9.9"})
+            assert reply.status == 403, reply.body
+            assert reply.json()["error"]["code"] == "ip_denied", reply.body
+    finally:
+        for p in publishers:
+            p.terminate()
+            p.wait(10)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert proc.returncode == 0, log.read_text()
+    assert not list((tmp_path / "cache").glob("live-*.sock"))  # removed at the end
+
+
+def _answers(url: str) -> bool:
+    try:
+        return request(url).status == 200
+    except OSError:
+        return False
