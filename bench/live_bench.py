@@ -1275,8 +1275,10 @@ if VIEWERS:
           "crowd")
     print("   probe        = the same for one more viewer in its own, idle process: a control "
           "for the load")
-    print("                  generator's own queueing (close to 'part in hand' when the load "
-          "is not the limit)")
+    print("                  generator's own queueing; it re-registers its blocking request "
+          "first, so it is")
+    print("                  likely woken first at each part: the front of the burst, not the "
+          "crowd's tail")
     print("   listed       = first listing to anyone - push time of the part's end (p50)")
     print("   us/req       = origin CPU microseconds per request (playlists and parts "
           "together)")
