@@ -13,6 +13,7 @@ and trusted proxies work the same whichever worker a request reached.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from ..errors import ClientError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PEER_HEADER = "X-Mediaorigin-Peer"
+CONNECT_WAIT = 15.0  # seconds a request waits for the first worker to (re)start listening
 # Not passed on: they describe one connection (RFC 9110 7.6.1), or are set again here.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
                         "proxy-authorization", "te", "trailer", "transfer-encoding",
@@ -69,6 +71,21 @@ class LiveProxy:
                               if k.lower() not in HOP_BY_HOP)
         headers[PEER_HEADER] = request.remote or ""
         body = await request.read() if request.body_exists else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONNECT_WAIT
+        while True:
+            try:
+                return await self._relay(request, headers, body)
+            except aiohttp.ClientConnectorError as e:
+                # Nothing was sent: the first worker is still starting (or restarting).
+                if loop.time() >= deadline:
+                    raise ClientError(502, "live_worker_unavailable",
+                                      "the worker that serves live streams is not answering"
+                                      ) from e
+                await asyncio.sleep(0.1)
+
+    async def _relay(self, request: web.Request, headers: CIMultiDict[str],
+                     body: bytes | None) -> web.StreamResponse:
         response: web.StreamResponse | None = None
         try:
             async with self.session().request(
@@ -86,6 +103,8 @@ class LiveProxy:
                     await response.write(chunk)
                 await response.write_eof()
                 return response
+        except aiohttp.ClientConnectorError:
+            raise
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
             if response is not None and response.prepared:
                 if request.transport is not None:  # a short answer, never a wrong one
