@@ -88,7 +88,7 @@ class LiveChannel:
         self.keep_files = True  # recording: segments leaving the window stay on disk
         self.availability_start: float | None = None
         self._segment_bits: dict[str, deque[tuple[float, int]]] = {}
-        self._rendered: dict[tuple, str] = {}
+        self._rendered: dict[tuple, bytes] = {}
         self._viewers: dict[str, float] = {}
         self._ladder: LiveLadder | None = None
         self._rung_configs: dict[str, TrackConfig | None] = {}
