@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -177,6 +179,17 @@ def test_live_streams_are_served_by_every_worker(tmp_path: Path) -> None:
         playlist = request(base + streams[0]["playback"]["hls"].rsplit("/", 1)[0] + "/"
                            + variant)
         assert playlist.status == 200 and b"#EXT-X-PART:" in playlist.body
+        # Blocking reloads for the first part of the segment after the one being cut: held
+        # until it exists (it is in no playlist yet), and answered on both paths
+        msn = int(re.search(rb"#EXT-X-MEDIA-SEQUENCE:(\d+)", playlist.body)[1]) + \
+            playlist.body.count(b"#EXTINF:") + 1
+        assert f"{msn}.0.m4s".encode() not in playlist.body
+        playlist_path = base + streams[0]["playback"]["hls"].rsplit("/", 1)[0] + "/" + variant
+        with ThreadPoolExecutor(8) as pool:
+            held = list(pool.map(lambda _: request(f"{playlist_path}?_HLS_msn={msn}&_HLS_part=0"),
+                                 range(8)))
+        assert {r.status for r in held} == {200}, [r.body[:200] for r in held]
+        assert all(f"{msn}.0.m4s".encode() in r.body for r in held)
         state = request(f"{base}/api/live/{streams[0]['id']}", admin)
         assert state.json()["state"] == "live"  # the owner's view, from either worker
         refused_url = base + streams[1]["playback"]["hls"]
