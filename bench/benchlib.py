@@ -15,6 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 T_START = time.perf_counter()
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+CACHE = BENCH / ".cache"  # git-ignored (".cache/" in the repo's .gitignore)
+# The venv's console script, next to the interpreter running the bench (.venv/bin/python).
+MEDIAORIGIN = Path(sys.executable).parent / "mediaorigin"
 
 
 def say(msg: str) -> None:
@@ -156,3 +161,28 @@ def launch(cmd: list[str], env: dict[str, str], log_path: Path,
         except (OSError, RuntimeError, http.client.HTTPException):
             pass
         time.sleep(0.02)
+
+
+def mezzanine(seconds: float, ffmpeg: str) -> Path:
+    """The lecture-like file the VOD benches share, encoded once per length into CACHE:
+    1080p30 H.264 at ~5 Mb/s with a keyframe every 2 s (no scene-cut ones, so 4 s segments
+    hold exactly two GOPs) and AAC 128k stereo, so 4 s video segments are ~2.5 MB."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    mezz = CACHE / f"mezz-1080p30-5M-{seconds:g}s.mp4"
+    if not mezz.exists():
+        say(f"encoding the {seconds:g} s 1080p30 mezzanine (cached in {CACHE}) ...")
+        partial = CACHE / f"partial-{mezz.name}"
+        subprocess.run(
+            [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+             "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30",
+             "-f", "lavfi", "-i",
+             "aevalsrc=0.2*sin(440*2*PI*t)|0.2*sin(660*2*PI*t):s=48000:c=stereo",
+             "-t", f"{seconds:g}", "-map", "0:v", "-map", "1:a",
+             "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+             "-b:v", "5M", "-maxrate", "5M", "-bufsize", "10M",
+             "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
+             "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(partial)],
+            check=True)
+        partial.replace(mezz)  # only a complete file ever gets the cache name
+    say(f"mezzanine: {mezz.name} ({mezz.stat().st_size / 1e6:.1f} MB)")
+    return mezz

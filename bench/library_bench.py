@@ -44,11 +44,17 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from benchlib import cpu_model, first_line, free_port, launch, machine_cpu_seconds, ok, say, stop
-
-REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "bench"
-CACHE = BENCH / ".cache"  # git-ignored (".cache/" in the repo's .gitignore)
+from benchlib import (
+    CACHE,
+    cpu_model,
+    first_line,
+    free_port,
+    launch,
+    machine_cpu_seconds,
+    ok,
+    say,
+    stop,
+)
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--quick", action="store_true",

@@ -72,6 +72,9 @@ from datetime import datetime
 from pathlib import Path
 
 from benchlib import (
+    CACHE,
+    MEDIAORIGIN,
+    REPO,
     cpu_model,
     cpu_seconds,
     first_line,
@@ -86,10 +89,6 @@ from benchlib import (
     stop,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "bench"
-CACHE = BENCH / ".cache"  # git-ignored
-MEDIAORIGIN = Path(sys.executable).parent / "mediaorigin"
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 ADMIN_KEY = "live-bench-admin-key-0123456789abcdef"
 

@@ -37,6 +37,9 @@ import time
 from pathlib import Path
 
 from benchlib import (
+    BENCH,
+    CACHE,
+    MEDIAORIGIN,
     cpu_model,
     cpu_seconds,
     first_line,
@@ -45,6 +48,7 @@ from benchlib import (
     healthz,
     launch,
     machine_cpu_seconds,
+    mezzanine,
     ms,
     ok,
     pct,
@@ -53,12 +57,7 @@ from benchlib import (
     stop,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "bench"
-CACHE = BENCH / ".cache"  # git-ignored (".cache/" in the repo's .gitignore)
 LUA = BENCH / "wrk_paths.lua"
-# The venv's console script, next to the interpreter running this file (.venv/bin/python).
-MEDIAORIGIN = Path(sys.executable).parent / "mediaorigin"
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--quick", action="store_true",
@@ -254,24 +253,7 @@ try:
     # A lecture-like 1080p30 H.264 file at ~5 Mb/s with 2 s GOPs (keyframes every 60 frames, no
     # scene-cut keyframes), so 4 s segments hold exactly two GOPs for both the origin and ffmpeg.
     # Encoding is the slow part of a first run, so the file is cached per duration.
-    CACHE.mkdir(parents=True, exist_ok=True)
-    mezz = CACHE / f"mezz-1080p30-5M-{DURATION:g}s.mp4"
-    if not mezz.exists():
-        say(f"encoding the {DURATION:g} s 1080p30 mezzanine (cached in {CACHE}) ...")
-        partial = CACHE / f"partial-{mezz.name}"
-        subprocess.run(
-            [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
-             "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30",
-             "-f", "lavfi", "-i",
-             "aevalsrc=0.2*sin(440*2*PI*t)|0.2*sin(660*2*PI*t):s=48000:c=stereo",
-             "-t", f"{DURATION:g}", "-map", "0:v", "-map", "1:a",
-             "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-             "-b:v", "5M", "-maxrate", "5M", "-bufsize", "10M",
-             "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
-             "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(partial)],
-            check=True)
-        partial.replace(mezz)  # only a complete file ever gets the cache name
-    say(f"mezzanine: {mezz.name} ({mezz.stat().st_size / 1e6:.1f} MB)")
+    mezz = mezzanine(DURATION, FFMPEG)
     RESULTS["mezzanine"] = {"file": mezz.name, "seconds": DURATION,
                             "bytes": mezz.stat().st_size}
 

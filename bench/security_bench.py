@@ -44,6 +44,9 @@ import time
 from pathlib import Path
 
 from benchlib import (
+    BENCH,
+    CACHE,
+    MEDIAORIGIN,
     cpu_model,
     cpu_seconds,
     first_line,
@@ -52,6 +55,7 @@ from benchlib import (
     healthz,
     launch,
     machine_cpu_seconds,
+    mezzanine,
     ms,
     ok,
     pct,
@@ -59,11 +63,7 @@ from benchlib import (
     stop,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "bench"
-CACHE = BENCH / ".cache"  # git-ignored
 LUA = BENCH / "wrk_paths.lua"
-MEDIAORIGIN = Path(sys.executable).parent / "mediaorigin"
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--quick", action="store_true",
@@ -254,24 +254,7 @@ try:
     # === 0. Mezzanine, import ===================================================================
     # The same file as origin_bench.py (same command, same cache name): 1080p30 H.264 ~5 Mb/s,
     # keyframe every 2 s, AAC 128k, so 4 s video segments are ~2.5 MB.
-    CACHE.mkdir(parents=True, exist_ok=True)
-    mezz = CACHE / f"mezz-1080p30-5M-{DURATION:g}s.mp4"
-    if not mezz.exists():
-        say(f"encoding the {DURATION:g} s 1080p30 mezzanine (cached in {CACHE}) ...")
-        partial = CACHE / f"partial-{mezz.name}"
-        subprocess.run(
-            [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
-             "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30",
-             "-f", "lavfi", "-i",
-             "aevalsrc=0.2*sin(440*2*PI*t)|0.2*sin(660*2*PI*t):s=48000:c=stereo",
-             "-t", f"{DURATION:g}", "-map", "0:v", "-map", "1:a",
-             "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-             "-b:v", "5M", "-maxrate", "5M", "-bufsize", "10M",
-             "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
-             "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(partial)],
-            check=True)
-        partial.replace(mezz)
-    say(f"mezzanine: {mezz.name} ({mezz.stat().st_size / 1e6:.1f} MB)")
+    mezz = mezzanine(DURATION, FFMPEG)
     RESULTS["mezzanine"] = {"file": mezz.name, "seconds": DURATION,
                             "bytes": mezz.stat().st_size}
 
