@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -78,6 +80,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def serving(tmp_path: Path, env: dict[str, str],
+            start_timeout: float = 90.0) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`mediaorigin serve` with `env`: yields (base URL, process) once /healthz answers, then
+    stops it with SIGTERM and checks that every worker exited cleanly."""
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*CLI, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    base = f"http://127.0.0.1:{env['MEDIAORIGIN_SERVER_PORT']}"
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not _answers(base + "/healthz"):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "origin did not start"
+            time.sleep(0.2)
+        yield base, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert proc.returncode == 0, log.read_text()
+
+
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_serve_with_workers_and_demo(tmp_path: Path, loop: str) -> None:
     """`mediaorigin serve` with two workers on one port generates the demo lecture once,
@@ -86,22 +115,7 @@ def test_serve_with_workers_and_demo(tmp_path: Path, loop: str) -> None:
     env = env_for(tmp_path, MEDIAORIGIN_SERVER_PORT=str(port), MEDIAORIGIN_SERVER_WORKERS="2",
                   MEDIAORIGIN_SERVER_LOOP=loop, MEDIAORIGIN_DEMO_ENABLED="true",
                   MEDIAORIGIN_DEMO_DURATION="4")
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*CLI, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if request(base + "/healthz").status == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "origin did not start"
-            time.sleep(0.2)
+    with serving(tmp_path, env) as (base, proc):
         page = request(base + "/").body.decode()
         assert "Demo lecture" in page
         media_id = page.split('data-id="', 1)[1].split('"', 1)[0]
@@ -113,14 +127,6 @@ def test_serve_with_workers_and_demo(tmp_path: Path, loop: str) -> None:
         workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                                  text=True).stdout.split()
         assert len(workers) >= 2
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
-    assert proc.returncode == 0, log.read_text()
 
 
 def test_live_streams_are_served_by_every_worker(tmp_path: Path) -> None:
@@ -136,19 +142,16 @@ def test_live_streams_are_served_by_every_worker(tmp_path: Path) -> None:
     port, rtmp_port = free_port(), free_port()
     env = env_for(tmp_path, MEDIAORIGIN_SERVER_PORT=str(port), MEDIAORIGIN_SERVER_WORKERS="2",
                   MEDIAORIGIN_INGEST_RTMP_PORT=str(rtmp_port), MEDIAORIGIN_AUTH_ADMIN_KEY="k" * 32)
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*CLI, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
     admin = {"Authorization": f"Bearer {'k' * 32}", "Content-Type": "application/json"}
     publishers: list[subprocess.Popen[bytes]] = []
-    try:
-        deadline = time.monotonic() + 60
-        while not _answers(base + "/healthz"):
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "origin did not start"
-            time.sleep(0.2)
+
+    def stop_publishers() -> None:
+        for publisher in publishers:
+            publisher.terminate()
+            publisher.wait(10)
+
+    with serving(tmp_path, env, start_timeout=60) as (base, _), contextlib.ExitStack() as stop:
+        stop.callback(stop_publishers)  # before the origin stops
         streams = []
         for access in (None, {"networks": {"deny": ["127.0.0.0/8"]}}):
             body = {"title": "Lecture", "latencyMode": "low", "record": False,
@@ -176,15 +179,14 @@ def test_live_streams_are_served_by_every_worker(tmp_path: Path) -> None:
         assert any(via) and not all(via), via
         variant = next(line for line in reply.body.decode().splitlines()
                        if line and not line.startswith("#"))
-        playlist = request(base + streams[0]["playback"]["hls"].rsplit("/", 1)[0] + "/"
-                           + variant)
+        playlist_path = base + streams[0]["playback"]["hls"].rsplit("/", 1)[0] + "/" + variant
+        playlist = request(playlist_path)
         assert playlist.status == 200 and b"#EXT-X-PART:" in playlist.body
         # Blocking reloads for the first part of the segment after the one being cut: held
         # until it exists (it is in no playlist yet), and answered on both paths
         msn = int(re.search(rb"#EXT-X-MEDIA-SEQUENCE:(\d+)", playlist.body)[1]) + \
             playlist.body.count(b"#EXTINF:") + 1
         assert f"{msn}.0.m4s".encode() not in playlist.body
-        playlist_path = base + streams[0]["playback"]["hls"].rsplit("/", 1)[0] + "/" + variant
         with ThreadPoolExecutor(8) as pool:
             held = list(pool.map(lambda _: request(f"{playlist_path}?_HLS_msn={msn}&_HLS_part=0"),
                                  range(8)))
@@ -197,17 +199,6 @@ def test_live_streams_are_served_by_every_worker(tmp_path: Path) -> None:
             reply = request(refused_url, {PEER_HEADER: "10.9.9.9"})
             assert reply.status == 403, reply.body
             assert reply.json()["error"]["code"] == "ip_denied", reply.body
-    finally:
-        for p in publishers:
-            p.terminate()
-            p.wait(10)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
-    assert proc.returncode == 0, log.read_text()
     assert not list((tmp_path / "cache").glob("live-*.sock"))  # removed at the end
 
 
