@@ -58,12 +58,14 @@ from benchlib import (
     BENCH,
     CACHE,
     MEDIAORIGIN,
+    background_load,
     cpu_model,
     cpu_seconds,
     first_line,
     free_port,
     get,
     healthz,
+    import_ladder,
     launch,
     machine_cpu_seconds,
     mezzanine,
@@ -220,13 +222,7 @@ def wrk_paths(port: int, paths: list[str], seconds: float, pids: dict[str, int])
     return wrk(port, LUA_PATHS, [str(listfile)], seconds, pids)
 
 
-_m0, _t0 = machine_cpu_seconds(), time.perf_counter()
-time.sleep(1.0)
-ENV_INFO["background_cpu_pct_at_start"] = 100 * (machine_cpu_seconds() - _m0) / (
-    time.perf_counter() - _t0)
-if ENV_INFO["background_cpu_pct_at_start"] > 20:
-    say(f"WARNING: the machine is already {ENV_INFO['background_cpu_pct_at_start']:.0f}% busy "
-        "(% of one core) before the bench starts; figures will be noisy")
+ENV_INFO["background_cpu_pct_at_start"] = background_load()
 
 TMP = Path(tempfile.mkdtemp(prefix="mediaorigin-analyticsbench-"))
 RESULTS: dict = {"args": vars(args), "env": ENV_INFO, "aims": {
@@ -292,14 +288,7 @@ try:
     if hasattr(AnalyticsConfig(), "aggregate_in_server"):
         # Measure the events going in, not the aggregation consuming them in the same process.
         BASE_ENV["MEDIAORIGIN_ANALYTICS_AGGREGATE_IN_SERVER"] = "false"
-    out = subprocess.run([sys.executable, "-m", "mediaorigin.cli", "import", "--ladder",
-                          str(mezz), "--title", "analytics bench mezzanine",
-                          "--config", str(config_file)],
-                         env=BASE_ENV, capture_output=True, text=True, cwd=TMP)
-    if out.returncode != 0:
-        raise RuntimeError(f"mediaorigin import failed: {out.stderr[-2000:]}")
-    MEDIA_ID = out.stdout.strip().splitlines()[-1]
-    say(f"imported the mezzanine as media id {MEDIA_ID}")
+    MEDIA_ID = import_ladder(mezz, "analytics bench mezzanine", config_file, BASE_ENV, cwd=TMP)
     STARTS = 0
 
     def start_origin(tag: str, extra: dict[str, str]) -> tuple[subprocess.Popen, int]:

@@ -186,3 +186,29 @@ def mezzanine(seconds: float, ffmpeg: str) -> Path:
         partial.replace(mezz)  # only a complete file ever gets the cache name
     say(f"mezzanine: {mezz.name} ({mezz.stat().st_size / 1e6:.1f} MB)")
     return mezz
+
+
+def background_load() -> float:
+    """How busy the machine is before a bench starts (% of one core, over 1 s), warning when
+    it is: another workload on a 2-core box moves every figure."""
+    m0, t0 = machine_cpu_seconds(), time.perf_counter()
+    time.sleep(1.0)
+    pct_busy = 100 * (machine_cpu_seconds() - m0) / (time.perf_counter() - t0)
+    if pct_busy > 20:
+        say(f"WARNING: the machine is already {pct_busy:.0f}% busy (% of one core) before the "
+            "bench starts; figures will be noisy")
+    return pct_busy
+
+
+def import_ladder(mezz: Path, title: str, config_file: Path, env: dict[str, str],
+                  cwd: Path | None = None) -> str:
+    """Register `mezz` as one ready media item (`mediaorigin import --ladder`, no
+    processing) and return its id."""
+    out = subprocess.run([sys.executable, "-m", "mediaorigin.cli", "import", "--ladder",
+                          str(mezz), "--title", title, "--config", str(config_file)],
+                         env=env, capture_output=True, text=True, cwd=cwd)
+    if out.returncode != 0:
+        raise RuntimeError(f"mediaorigin import failed: {out.stderr[-2000:]}")
+    media_id = out.stdout.strip().splitlines()[-1]
+    say(f"imported the mezzanine as media id {media_id}")
+    return media_id

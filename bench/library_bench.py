@@ -46,6 +46,7 @@ from pathlib import Path
 
 from benchlib import (
     CACHE,
+    background_load,
     cpu_model,
     first_line,
     free_port,
@@ -377,14 +378,7 @@ def iso_epoch(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-# How busy is the machine before we start? Another workload on a 2-core box moves every figure.
-_m0, _t0 = machine_cpu_seconds(), time.perf_counter()
-time.sleep(1.0)
-ENV_INFO["background_cpu_pct_at_start"] = 100 * (machine_cpu_seconds() - _m0) / (
-    time.perf_counter() - _t0)
-if ENV_INFO["background_cpu_pct_at_start"] > 20:
-    say(f"WARNING: the machine is already {ENV_INFO['background_cpu_pct_at_start']:.0f}% busy "
-        "(% of one core) before the bench starts; figures will be noisy")
+ENV_INFO["background_cpu_pct_at_start"] = background_load()
 
 try:
     CACHE.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,7 @@ from benchlib import (
     CACHE,
     MEDIAORIGIN,
     REPO,
+    background_load,
     cpu_model,
     cpu_seconds,
     first_line,
@@ -683,14 +684,7 @@ class Pushes:
         return pct(lag, 95) - pct(lag, 5) if lag else 0.0
 
 
-# How busy is the machine before we start? Another workload on a 2-core box moves every figure.
-_m0, _t0 = machine_cpu_seconds(), time.perf_counter()
-time.sleep(1.0)
-ENV_INFO["background_cpu_pct_at_start"] = 100 * (machine_cpu_seconds() - _m0) / (
-    time.perf_counter() - _t0)
-if ENV_INFO["background_cpu_pct_at_start"] > 20:
-    say(f"WARNING: the machine is already {ENV_INFO['background_cpu_pct_at_start']:.0f}% busy "
-        "(% of one core) before the bench starts; figures will be noisy")
+ENV_INFO["background_cpu_pct_at_start"] = background_load()
 
 TMP = Path(tempfile.mkdtemp(prefix="mediaorigin-live-bench-"))
 TMP.chmod(0o755)

@@ -40,12 +40,14 @@ from benchlib import (
     BENCH,
     CACHE,
     MEDIAORIGIN,
+    background_load,
     cpu_model,
     cpu_seconds,
     first_line,
     free_port,
     get,
     healthz,
+    import_ladder,
     launch,
     machine_cpu_seconds,
     mezzanine,
@@ -232,14 +234,7 @@ def wrk(port: int, paths: list[str], seconds: float, server_pid: int) -> dict:
     }
 
 
-# How busy is the machine before we start? Another workload on a 2-core box moves every figure.
-_m0, _t0 = machine_cpu_seconds(), time.perf_counter()
-time.sleep(1.0)
-ENV_INFO["background_cpu_pct_at_start"] = 100 * (machine_cpu_seconds() - _m0) / (
-    time.perf_counter() - _t0)
-if ENV_INFO["background_cpu_pct_at_start"] > 20:
-    say(f"WARNING: the machine is already {ENV_INFO['background_cpu_pct_at_start']:.0f}% busy "
-        "(% of one core) before the bench starts; figures will be noisy")
+ENV_INFO["background_cpu_pct_at_start"] = background_load()
 
 TMP = Path(tempfile.mkdtemp(prefix="mediaorigin-bench-"))
 # nginx's workers drop to user nobody when started as root: they must be able to read here.
@@ -272,13 +267,7 @@ try:
         "MEDIAORIGIN_STORAGE_CACHE_DIR": str(TMP / "cache-import"),
         "MEDIAORIGIN_DEMO_ENABLED": "false",
     })
-    out = subprocess.run([str(MEDIAORIGIN), "import", "--ladder", str(mezz),
-                          "--title", "bench mezzanine", "--config", str(config_file)],
-                         env=BASE_ENV, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"mediaorigin import failed: {out.stderr[-2000:]}")
-    MEDIA_ID = out.stdout.strip().splitlines()[-1]
-    say(f"imported the mezzanine as media id {MEDIA_ID}")
+    MEDIA_ID = import_ladder(mezz, "bench mezzanine", config_file, BASE_ENV)
     STARTS = 0
 
     def start_origin(loop: str, workers: int, cache_dir: Path,

@@ -47,12 +47,14 @@ from benchlib import (
     BENCH,
     CACHE,
     MEDIAORIGIN,
+    background_load,
     cpu_model,
     cpu_seconds,
     first_line,
     free_port,
     get,
     healthz,
+    import_ladder,
     launch,
     machine_cpu_seconds,
     mezzanine,
@@ -118,7 +120,6 @@ except ImportError as e:
     sys.exit(2)
 
 
-from mediaorigin import config as mo_config  # noqa: E402
 from mediaorigin.auth.keystore import ContentKey  # noqa: E402
 from mediaorigin.auth.tokens import AUDIENCE, Keyring, parse_hs256_secret  # noqa: E402
 from mediaorigin.origin import protection  # noqa: E402
@@ -234,13 +235,7 @@ def per_call_us(fn, min_seconds: float = 0.3) -> float:
     return best * 1e6
 
 
-_m0, _t0 = machine_cpu_seconds(), time.perf_counter()
-time.sleep(1.0)
-ENV_INFO["background_cpu_pct_at_start"] = 100 * (machine_cpu_seconds() - _m0) / (
-    time.perf_counter() - _t0)
-if ENV_INFO["background_cpu_pct_at_start"] > 20:
-    say(f"WARNING: the machine is already {ENV_INFO['background_cpu_pct_at_start']:.0f}% busy "
-        "(% of one core) before the bench starts; figures will be noisy")
+ENV_INFO["background_cpu_pct_at_start"] = background_load()
 
 TMP = Path(tempfile.mkdtemp(prefix="mediaorigin-secbench-"))
 RESULTS: dict = {"args": vars(args), "env": ENV_INFO, "aims": {
@@ -284,21 +279,12 @@ try:
         "MEDIAORIGIN_AUTH_MASTER_KEY_FILE": str(TMP / "master-key"),
         "MEDIAORIGIN_AUTH_TOKEN_SECRET_FILE": str(TMP / "token-secret"),
         "MEDIAORIGIN_AUTH_TOKEN_SECRETS": TOKEN_SPEC,
+        # Playback only: with live ingest on, every origin binds the fixed RTMP port (1935),
+        # so the second origin of section 2 would fail to start.
+        "MEDIAORIGIN_INGEST_RTMP_ENABLED": "false",
     })
-    # Playback only: with live ingest on, every origin binds the fixed RTMP port (1935), so
-    # the second origin of section 2 (or any, while something else holds it) fails to start.
-    if "rtmp_enabled" in getattr(mo_config, "IngestConfig", object).__dict__.get(
-            "__dataclass_fields__", {}):
-        BASE_ENV["MEDIAORIGIN_INGEST_RTMP_ENABLED"] = "false"
-    out = subprocess.run([sys.executable, "-m", "mediaorigin.cli", "import", "--ladder",
-                          str(mezz), "--title", "security bench mezzanine",
-                          "--config", str(config_file)],
-                         env=BASE_ENV, capture_output=True, text=True, cwd=TMP)
-    if out.returncode != 0:
-        raise RuntimeError(f"mediaorigin import failed: {out.stderr[-2000:]}")
-    MEDIA_ID = out.stdout.strip().splitlines()[-1]
+    MEDIA_ID = import_ladder(mezz, "security bench mezzanine", config_file, BASE_ENV, cwd=TMP)
     TOKEN = KEYRING.issue(now=time.time(), media=MEDIA_ID, ttl=3600)
-    say(f"imported the mezzanine as media id {MEDIA_ID}")
     STARTS = 0
 
     def start_origin(tag: str, extra: dict[str, str]) -> tuple[subprocess.Popen, int]:
