@@ -20,15 +20,12 @@ from .api import context as api_context
 from .api import live as api_live
 from .api.app import create_api
 from .api.playback import jwks_document
-from .api.tus import EXPOSED_HEADERS as TUS_EXPOSED_HEADERS
-from .api.tus import REQUEST_HEADERS as TUS_REQUEST_HEADERS
 from .auth.apikeys import bootstrap_secret
 from .auth.concurrency import StreamSlots
 from .auth.keystore import SealedKeyStore, parse_master_key
 from .auth.playback_guard import PlaybackGuard
 from .auth.viewers import ViewerSlots
 from .config import Config
-from .errors import ClientError
 from .ingest.rtmp.server import RtmpServer
 from .ingest.whip import WhipEndpoint
 from .ingest.whip_http import add_whip_routes
@@ -39,6 +36,7 @@ from .live.hub import LiveHub
 from .live.repository import LiveRepository
 from .origin.assets import ASSET_LIBRARY, ASSET_STORAGE, add_asset_routes
 from .origin.cache import IndexCache, SegmentCache
+from .origin.edge import edge
 from .origin.http import json_error
 from .origin.live_proxy import LiveProxy, trust_peer_on
 from .origin.live_routes import LIVE_HUB, add_live_routes
@@ -54,80 +52,14 @@ CONFIG = web.AppKey("config", Config)
 RUNTIME = web.AppKey("library_runtime", LibraryRuntime)
 WHIP = web.AppKey("whip_endpoint", WhipEndpoint)
 RTMP = web.AppKey("rtmp_server", RtmpServer)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Where scripts/install-deps.sh puts hls.js (npm), for the demo page.
 HLS_JS = (Path(__file__).resolve().parent.parent
           / "tests/players/node_modules/hls.js/dist/hls.min.js")
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes a JSON error with the right status; nothing internal leaks."""
-    try:
-        return await handler(request)
-    except ClientError as e:
-        resp = json_error(e.status, e.code, e.message)
-        if e.status == 401:
-            resp.headers["WWW-Authenticate"] = 'Bearer realm="mediaorigin"'
-        return resp
-    except web.HTTPException as e:
-        if e.status < 400 or e.content_type == "application/json":
-            raise  # a redirect, or already our JSON error with its own headers (tus)
-        resp = json_error(e.status, _code_for(e.status), e.reason)
-        if "Allow" in e.headers:  # 405 must say what is allowed
-            resp.headers["Allow"] = e.headers["Allow"]
-        return resp
-    except (ConnectionResetError, TimeoutError):
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_error(500, "internal_error", "internal error")
-
-
-def _code_for(status: int) -> str:
-    return {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
-            413: "too_large", 415: "unsupported_media_type"}.get(status, "http_error")
-
-
-# Playback (ranges, conditional requests) and the API, tus uploads included.
-ALLOWED_HEADERS = ", ".join(("Range", "If-None-Match", "If-Modified-Since", "If-Range",
-                             "Authorization", "Content-Type", *TUS_REQUEST_HEADERS))
-EXPOSED_HEADERS = ", ".join(dict.fromkeys((
-    "Content-Length", "Content-Range", "ETag", "Last-Modified", "Location",
-    *TUS_EXPOSED_HEADERS)))
-
-
-def cors(allowed: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """CORS for browser players on other origins: simple GETs, Range preflights."""
-    origins = {o.strip() for o in allowed.split(",") if o.strip()}
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        allow = "*" if "*" in origins else (origin if origin in origins else None)
-        if request.method == "OPTIONS" and origin and \
-                request.headers.get("Access-Control-Request-Method"):
-            resp: web.StreamResponse = web.Response(status=204)
-            if allow:
-                resp.headers["Access-Control-Allow-Methods"] = \
-                    "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
-                resp.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
-                resp.headers["Access-Control-Max-Age"] = "86400"
-        else:
-            resp = await handler(request)
-        if allow:
-            resp.headers["Access-Control-Allow-Origin"] = allow
-            resp.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
-            if allow != "*":
-                resp.headers["Vary"] = "Origin"
-        return resp
-
-    return middleware
-
-
 def create_app(config: Config) -> web.Application:
     metrics = OriginMetrics()
-    middlewares = [metrics.middleware(), cors(config.server.cors_origins), errors]
+    middlewares = [edge(metrics, config.server.cors_origins)]
     live_socket = config.server.live_socket  # set when several workers share the port
     proxy = None
     if live_socket and config.ingest.rtmp_enabled:

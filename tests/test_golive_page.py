@@ -23,9 +23,10 @@ from test_whip_ingest import (
     check_video,
 )
 
-from mediaorigin.app import errors
 from mediaorigin.ingest.whip import WhipEndpoint
 from mediaorigin.ingest.whip_http import add_whip_routes
+from mediaorigin.origin.edge import edge
+from mediaorigin.origin.metrics import OriginMetrics
 
 MEDIA_ARGS = [
     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
@@ -57,7 +58,7 @@ async def test_golive_page_publishes(aiohttp_client: Callable[..., Any], chromiu
 
     gate = RecordingGate()
     endpoint = WhipEndpoint(gate, ["127.0.0.1"], keyframe_interval=1.0)
-    app = web.Application(middlewares=[errors])
+    app = web.Application(middlewares=[edge(OriginMetrics(), "")])
     app[WHIP] = endpoint
     add_whip_routes(app, WHIP)
     client = await aiohttp_client(app)

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from mediaorigin.app import errors
 from mediaorigin.origin import live_proxy
+from mediaorigin.origin.edge import edge
 from mediaorigin.origin.live_proxy import PEER_HEADER, LiveProxy, trust_peer_on
+from mediaorigin.origin.metrics import OriginMetrics
 
 
 async def owner_app(socket_path: str) -> web.AppRunner:
@@ -35,7 +36,8 @@ async def healthz(_: web.Request) -> web.Response:
 
 def forwarding_app(socket_path: str) -> web.Application:
     proxy = LiveProxy(socket_path)
-    app = web.Application(middlewares=[errors, proxy.middleware()])  # as create_app orders them
+    # as create_app orders them
+    app = web.Application(middlewares=[edge(OriginMetrics(), ""), proxy.middleware()])
     app.router.add_get("/healthz", healthz)
     app.on_cleanup.append(lambda _: proxy.close())
     return app

@@ -4,6 +4,7 @@ own parser, checked to the exact count."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from library_fixtures import auth, library_config
@@ -80,6 +81,28 @@ def test_live_ingest_metrics_and_token(tmp_path: Path, clip: Path) -> None:  # n
             assert value(m, "mediaorigin_live_streams", state="live") == 1
             assert value(m, "mediaorigin_live_ingest_bitrate_bits_per_second",
                          live_id=live_id) > 50_000
+            # Live playback is one route; metrics still tell its kinds of URL apart.
+            wait_until(lambda: origin.get(f"/live/{live_id}/master.m3u8").status == 200)
+            playlist = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
+            uri = re.findall(r"^([0-9]+\.m4s)$", playlist, re.M)[0]
+            init = re.search(r'EXT-X-MAP:URI="([^"?]+)', playlist)[1]
+            base = f"/live/{live_id}/video/"
+            assert [origin.get(base + name).status for name in (uri, init, "index.m3u8")] \
+                == [200, 200, 200]
+            bad = [origin.get(f"/live/{live_id}/{path}") for path in
+                   ("video/notes.txt", "video/init-x.mp4", "ts/init-0.mp4", "3.m4s")]
+            assert [(r.status, r.json()["error"]["code"]) for r in bad] == \
+                [(404, "not_found")] * 4
+            m = scrape(origin, {"Authorization": "Bearer scrape-me"})
+            requests = {route: value(m, "mediaorigin_http_requests_total", route=route,
+                                     method="GET", status="200") for route in (
+                "/live/{live_id}/{name}", "/live/{live_id}/{rendition}/index.m3u8",
+                "/live/{live_id}/{rendition}/init-{epoch}.mp4",
+                "/live/{live_id}/{rendition}/{file}")}
+            assert requests["/live/{live_id}/{rendition}/index.m3u8"] == 2
+            assert requests["/live/{live_id}/{rendition}/init-{epoch}.mp4"] == 1
+            assert requests["/live/{live_id}/{rendition}/{file}"] == 1
+            assert requests["/live/{live_id}/{name}"] >= 1  # (polled until ready)
         finally:
             p.kill()
             p.wait()

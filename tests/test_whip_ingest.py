@@ -32,11 +32,12 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from mediaorigin.app import errors
 from mediaorigin.ingest.frames import Frame, PublishRefused, PublishSink, TrackConfig
 from mediaorigin.ingest.reencode import H264Encoder, SessionClock
 from mediaorigin.ingest.whip import WhipEndpoint
 from mediaorigin.ingest.whip_http import MAX_OFFER_BYTES, add_whip_routes
+from mediaorigin.origin.edge import edge
+from mediaorigin.origin.metrics import OriginMetrics
 from mediaorigin.packaging.mp4.sample_entries import avc_dimensions
 from mediaorigin.packaging.ts.annexb import access_unit, avc_format
 
@@ -296,7 +297,7 @@ def gate() -> RecordingGate:
 async def whip(aiohttp_client: Callable[..., Any], gate: RecordingGate
                ) -> AsyncIterator[TestClient]:
     endpoint = WhipEndpoint(gate, ["127.0.0.1"], keyframe_interval=KEYFRAME_INTERVAL)
-    app = web.Application(middlewares=[errors])
+    app = web.Application(middlewares=[edge(OriginMetrics(), "")])
     app[WHIP] = endpoint
     add_whip_routes(app, WHIP)
     client = await aiohttp_client(app)

@@ -37,6 +37,7 @@ from .tokens import (
 
 RATE_BURST = 10  # a player fetches a playlist and a few segments at once
 MERGED_RULES_KEPT = 10_000
+CLIENTS_KEPT = 10_000  # (peer, X-Forwarded-For) pairs remembered
 
 
 class AccessDenied(ClientError):
@@ -64,6 +65,9 @@ class PlaybackGuard:
         # media id -> ((its access JSON, its organization), the merged rules): parsing and
         # merging happen once per change of a media item's rules, not on every segment.
         self._merged: dict[str, tuple[tuple[Any, str | None], AccessRules]] = {}
+        # (peer, X-Forwarded-For) -> the client's address and its text: every request of a
+        # connection asks again, and parsing and printing addresses was ~5% of a live crowd.
+        self._clients: dict[tuple[str, str | None], tuple[IPAddress, str]] = {}
         self.mode = mode
         self.keyring = keyring
         self.url_secrets = url_secrets
@@ -104,9 +108,19 @@ class PlaybackGuard:
         if self.geo is not None:
             self.geo.close()
 
-    def client(self, request: web.Request) -> IPAddress:
-        forwarded = ", ".join(request.headers.getall("X-Forwarded-For", [])) or None
-        return client_ip(request.remote or "0.0.0.0", forwarded, self.trusted_proxies)
+    def client(self, request: web.Request) -> tuple[IPAddress, str]:
+        """The client's address (see client_ip.py), and as text."""
+        forwarded = None
+        if "X-Forwarded-For" in request.headers:
+            forwarded = ", ".join(request.headers.getall("X-Forwarded-For")) or None
+        key = (request.remote or "0.0.0.0", forwarded)
+        known = self._clients.get(key)
+        if known is None:
+            if len(self._clients) >= CLIENTS_KEPT:
+                self._clients.clear()
+            ip = client_ip(key[0], forwarded, self.trusted_proxies)
+            known = self._clients[key] = (ip, str(ip))
+        return known
 
     def _credentials(self, request: web.Request, media_id: str, ip: str, now: float,
                      token: str | None = None) -> Grant:
@@ -140,10 +154,10 @@ class PlaybackGuard:
         """Credentials and rules for one playback request; AccessDenied otherwise. `token`:
         one sent otherwise than as `?token=` (the beacon route takes a Bearer header)."""
         now = time.time()
-        ip = self.client(request)
-        if self.limiter is not None and not self.limiter.allow(str(ip), now):
+        ip, ip_text = self.client(request)
+        if self.limiter is not None and not self.limiter.allow(ip_text, now):
             raise AccessDenied("rate_limited", "too many requests; slow down", 429)
-        grant = self._credentials(request, media_id, str(ip), now, token)
+        grant = self._credentials(request, media_id, ip_text, now, token)
         rules = self._rules_for(media_id, media_access, organization_id)
         country = self.geo.country(ip) if self.geo is not None else None
         denial = evaluate(rules, RequestInfo(ip, country, request.headers.get("Referer"),
