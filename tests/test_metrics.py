@@ -13,6 +13,8 @@ from origin_server import OriginThread
 from prometheus_client.parser import text_string_to_metric_families
 from test_live_rtmp import clip, create, publish, state, wait_until  # noqa: F401 (fixture)
 
+from mediaorigin.origin.metrics import RequestStats
+
 
 def scrape(origin: OriginThread, headers: dict[str, str] | None = None) -> dict:
     r = origin.get("/metrics", headers)
@@ -44,6 +46,10 @@ def test_request_and_cache_metrics(tmp_path: Path) -> None:
         assert value(m, "mediaorigin_http_response_bytes_total", route=route) == \
             sum(len(b) for b in bodies)
         assert value(m, "mediaorigin_http_request_duration_seconds_count", route=route) == 3
+        buckets = [value(m, "mediaorigin_http_request_duration_seconds_bucket", route=route,
+                         le=le) for le in ("0.001", "0.25", "10.0", "+Inf")]
+        assert buckets == sorted(buckets) and buckets[-1] == 3  # cumulative
+        assert 0 < value(m, "mediaorigin_http_request_duration_seconds_sum", route=route) < 10
         entry = "/vod/{media_id}/{name}"
         assert value(m, "mediaorigin_http_requests_total", route=entry, method="GET",
                      status="200") == 1
@@ -113,3 +119,19 @@ def test_live_ingest_metrics_and_token(tmp_path: Path, clip: Path) -> None:  # n
                  (("live_id", live_id),)) not in m)
     finally:
         origin.stop()
+
+
+def test_latency_buckets_are_inclusive_and_cumulative() -> None:
+    stats = RequestStats()
+    for seconds in (0.001, 0.0011, 0.0011, 20.0):
+        stats.add("/r", "GET", 200, seconds, 10)
+    stats.add("/r", "HEAD", 304, 0.0, None)
+    families = {f.name: f for f in stats.collect()}
+    buckets = {s.labels["le"]: s.value for s in families[
+        "mediaorigin_http_request_duration_seconds"].samples if s.name.endswith("_bucket")}
+    assert (buckets["0.001"], buckets["0.0025"], buckets["10.0"], buckets["+Inf"]) == \
+        (2, 4, 4, 5)
+    answered = {(s.labels["method"], s.labels["status"]): s.value
+                for s in families["mediaorigin_http_requests"].samples}
+    assert answered == {("GET", "200"): 4, ("HEAD", "304"): 1}
+    assert [s.value for s in families["mediaorigin_http_response_bytes"].samples] == [40]
