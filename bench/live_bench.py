@@ -441,6 +441,7 @@ ANALYTICS_SECTION = "[analytics]\nenabled = false\n" if HAS_ANALYTICS and not ar
     else ""
 TASKSET = which("taskset") if (os.cpu_count() or 1) >= 2 else None
 PY_SPY = args.py_spy or which("py-spy")
+WRK = which("wrk")
 
 
 def rtmp_peer() -> tuple[str | None, str]:
@@ -599,6 +600,52 @@ def create_stream(origin: dict, title: str) -> dict:
     return {"id": body["id"], "url": body["rtmp"]["url"] + "/" + body["rtmp"]["streamKey"]}
 
 
+def wrk_us_per_request(port: int, path: str) -> float:
+    """wrk (1 thread, 32 connections, on core 1) on one URL: the server's microseconds per
+    request at saturation, best of 2 runs of 3 s."""
+    rates = []
+    for _ in range(2):
+        out = subprocess.run(pinned(1, [WRK, "-t1", "-c32", "-d3s",
+                                        f"http://127.0.0.1:{port}{path}"]),
+                             capture_output=True, text=True, timeout=60).stdout
+        found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if found is None or "Non-2xx" in out:
+            raise RuntimeError(f"wrk on {path}: {out[-500:]}")
+        rates.append(float(found[1]))
+    return 1e6 / max(rates)
+
+
+def request_cost(origin: dict, base_path: str, loop: str) -> dict:
+    """What a playlist and a part cost the origin per request, against bare aiohttp serving
+    the very same bytes on the same core (bench/bare_aiohttp.py): the stack's floor."""
+    playlist = f"{base_path}/video/index.m3u8"
+    status, body = http_get(origin["port"], playlist)
+    parts = re.findall(r'#EXT-X-PART:[^\n]*URI="([^"]+)"', body.decode())
+    if status != 200 or len(parts) < 2:
+        raise RuntimeError(f"no parts to measure in {playlist}")
+    part = f"{base_path}/video/{parts[-2]}"  # complete, and stays in the window for seconds
+    files = {}
+    for name, path in (("index.m3u8", playlist), ("part.m4s", part)):
+        status, data = http_get(origin["port"], path)
+        files[name] = TMP / f"floor-{loop}-{name}"
+        files[name].write_bytes(data)
+    out = {"playlist_bytes": files["index.m3u8"].stat().st_size,
+           "part_bytes": files["part.m4s"].stat().st_size,
+           "origin_playlist_us": wrk_us_per_request(origin["port"], playlist),
+           "origin_part_us": wrk_us_per_request(origin["port"], part)}
+    port = free_port()
+    bare = launch(pinned(0, [sys.executable, str(REPO / "bench/bare_aiohttp.py"), str(port),
+                             loop, *(f"{k}={v}" for k, v in files.items())]),
+                  {**os.environ}, TMP / f"bare-{loop}.log", RUNNING,
+                  lambda: http_get(port, "/index.m3u8", 2)[0] == 200)
+    try:
+        out["bare_playlist_us"] = wrk_us_per_request(port, "/index.m3u8")
+        out["bare_part_us"] = wrk_us_per_request(port, "/part.m4s")
+    finally:
+        stop(bare)
+    return out
+
+
 FRAMECRC = "[f=framecrc]pipe:1"  # the tee muxer's last output: our push clock
 
 
@@ -694,6 +741,7 @@ RESULTS: dict = {"args": {k: v for k, v in vars(args).items() if k != "viewer_pr
                                            "viewer_p99_ms": AIM_VIEWER_P99_MS}}
 INGEST: dict = {}
 VIEWERS: dict = {}
+FLOOR: dict = {}  # loop -> per-request cost, origin vs bare aiohttp (see request_cost)
 PROFILE: dict = {}
 
 try:
@@ -1148,9 +1196,13 @@ http {{
                     f"errors {sum(res['errors'].values())}, origin CPU {cpu['origin']:.0f}%, "
                     f"load CPU {cpu['load']:.0f}%")
             VIEWERS[loop] = per_loop
+            if WRK and TASKSET:
+                say(f"  per-request cost against bare aiohttp ({loop}) ...")
+                FLOOR[loop] = request_cost(origin, base_path, loop)
             stop(pub)
             stop(origin["proc"])
         RESULTS["viewers"] = VIEWERS
+        RESULTS["floor"] = FLOOR
 
 finally:
     for p in RUNNING:
@@ -1293,6 +1345,27 @@ if VIEWERS:
         print(f"   errors: {errs}")
     print("   nginx-rtmp peer: none for this part (nginx-rtmp has no LL-HLS parts or blocking "
           "reload).")
+    if FLOOR:
+        print("   The floor: per-request cost at saturation (wrk, 32 connections, server on core "
+              "0), the origin's")
+        print("   live URLs against bare aiohttp (bench/bare_aiohttp.py) serving the same bytes "
+              "with the same loop. One viewer")
+        print("   costs a playlist and a part per rendition per part, so N viewers cost one core "
+              "2 x N x (playlist + part):")
+        print(f"   {'loop':<8}{'playlist us':>14}{'part us':>12}{'per viewer':>12}"
+              f"{f'{AIM_VIEWERS} viewers':>14}   (origin / bare aiohttp)")
+        for loop, f in FLOOR.items():
+            o = f["origin_playlist_us"] + f["origin_part_us"]
+            b = f["bare_playlist_us"] + f["bare_part_us"]
+            print(f"   {loop:<8}{f['origin_playlist_us']:>6.0f} / {f['bare_playlist_us']:<5.0f}"
+                  f"{f['origin_part_us']:>6.0f} / {f['bare_part_us']:<4.0f}"
+                  f"{2 * o:>6.0f} / {2 * b:<4.0f}"
+                  f"{2 * AIM_VIEWERS * o / 1000:>6.0f} / {2 * AIM_VIEWERS * b / 1000:<4.0f} ms"
+                  f"   ({f['playlist_bytes']} B playlist, {f['part_bytes']} B part)")
+        print(f"   The last column is the burst one part costs at {AIM_VIEWERS} viewers: even "
+              "bare aiohttp spends about that long")
+        print("   answering the crowd, so it bounds the p99 any aiohttp origin can reach on this "
+              "machine.")
     print()
 
 if PROFILE.get("raw"):
@@ -1364,6 +1437,12 @@ for loop, per in VIEWERS.items():
                      f"{sum(r['errors'].values())} err",
                      f"< {AIM_VIEWER_P99_MS:.0f} ms" if aim else "(info)",
                      ok(worst < AIM_VIEWER_P99_MS and not r["errors"]) if aim else ""))
+for loop, f in FLOOR.items():
+    rows.append((f"{AIM_VIEWERS} viewers, one part's burst, {loop}",
+                 f"{AIM_VIEWERS * 2 * (f['origin_playlist_us'] + f['origin_part_us']) / 1000:.0f}"
+                 f" ms (bare aiohttp "
+                 f"{AIM_VIEWERS * 2 * (f['bare_playlist_us'] + f['bare_part_us']) / 1000:.0f})",
+                 "(floor)", ""))
 for label, fig, aim, verdict in rows:
     print(f"   {label:<48}{fig:<34}{aim:<11}{verdict}")
 RESULTS["summary"] = [dict(zip(("figure", "value", "aim", "verdict"), r, strict=True))
