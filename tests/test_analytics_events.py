@@ -340,13 +340,18 @@ def test_one_event_per_manifest_and_segment(open_origin: tuple[OriginThread, str
     assert origin.get(f"/vod/{media_id}/v0/seg-1.m4s", {**ua, "Range": "bytes=0-99"}
                       ).status == 206
     served.append(("segment", "v0", 100))
+    # Encrypted segments are counted with what they carried too.
+    for rid, drm in (("a0", "aes-128"), ("v0", "cenc")):
+        sealed = origin.get(f"/vod/{media_id}/{rid}/seg-2.m4s?drm={drm}", ua)
+        assert sealed.status == 200 and len(sealed.body) > 0
+        served.append(("segment", rid, len(sealed.body)))
     # Refused requests are not "served".
     assert origin.get(f"/vod/{media_id}/v0/seg-99.m4s", ua).status == 404
     settle(origin)
     events = stream(r)
     assert [(e["type"], e.get("rendition"), e["bytes"]) for e in events] == served
-    assert [e["status"] for e in events[-3:]] == [200, 304, 206]
-    assert sum(e["type"] == "segment" for e in events) == segments + 3
+    assert [e["status"] for e in events[-5:]] == [200, 304, 206, 200, 200]
+    assert sum(e["type"] == "segment" for e in events) == segments + 5
     assert sum(e["type"] == "manifest" for e in events) == 3
     assert {(e["media_id"], e["device"], e["session"], e["user"]) for e in events} == {
         (media_id, "mobile", "", "")}

@@ -14,6 +14,7 @@ import functools
 import time
 
 from aiohttp import web
+from aiohttp.payload import Payload
 
 from ..analytics.emitter import Emitter
 from ..analytics.events import device_class
@@ -37,6 +38,15 @@ def viewer(grant: Grant | None, token: str | None) -> tuple[str, str]:
     return ViewerSlots.session_of(grant, token), grant.user or ""
 
 
+def body_bytes(response: web.StreamResponse) -> int:
+    """The body's length before it is sent. (A Response made from a memoryview, such as an
+    encrypted segment's buffer, learns its Content-Length only when prepared.)"""
+    if response.content_length is not None:
+        return response.content_length
+    body = response.body if isinstance(response, web.Response) else None
+    return body.size or 0 if isinstance(body, Payload) else 0
+
+
 def served(request: web.Request, response: web.StreamResponse, media_id: str,
            rendition: str | None, name: str) -> web.StreamResponse:
     """Record `response` (about to be sent) as a manifest or segment event; returns it."""
@@ -51,7 +61,7 @@ def served(request: web.Request, response: web.StreamResponse, media_id: str,
     emitter.emit((
         "manifest" if name.endswith(MANIFESTS) else "segment", media_id, time.time(),
         session, user, rendition,
-        0 if request.method == "HEAD" else (response.content_length or 0),  # bytes sent
+        0 if request.method == "HEAD" else body_bytes(response),
         response.status, grant.country if grant is not None else None,
         device_of(request.headers.get("User-Agent", ""))))
     return response
