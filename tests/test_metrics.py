@@ -37,18 +37,20 @@ def test_request_and_cache_metrics(tmp_path: Path) -> None:
         media_id = origin.add([av_faststart(tmp_path)])
         segment = f"/vod/{media_id}/v0/seg-1.m4s"
         bodies = [origin.get(segment).body for _ in range(3)]
+        sealed = origin.get(segment + "?drm=aes-128").body  # (a memoryview body)
+        assert len(sealed) > len(bodies[0])
         assert origin.get(f"/vod/{media_id}/master.m3u8").status == 200
         assert origin.get("/vod/nope0000/master.m3u8").status == 404
         m = scrape(origin)
         route = "/vod/{media_id}/{rid}/{name}"
         assert value(m, "mediaorigin_http_requests_total", route=route, method="GET",
-                     status="200") == 3
+                     status="200") == 4
         assert value(m, "mediaorigin_http_response_bytes_total", route=route) == \
-            sum(len(b) for b in bodies)
-        assert value(m, "mediaorigin_http_request_duration_seconds_count", route=route) == 3
+            sum(len(b) for b in bodies) + len(sealed)
+        assert value(m, "mediaorigin_http_request_duration_seconds_count", route=route) == 4
         buckets = [value(m, "mediaorigin_http_request_duration_seconds_bucket", route=route,
                          le=le) for le in ("0.001", "0.25", "10.0", "+Inf")]
-        assert buckets == sorted(buckets) and buckets[-1] == 3  # cumulative
+        assert buckets == sorted(buckets) and buckets[-1] == 4  # cumulative
         assert 0 < value(m, "mediaorigin_http_request_duration_seconds_sum", route=route) < 10
         entry = "/vod/{media_id}/{name}"
         assert value(m, "mediaorigin_http_requests_total", route=entry, method="GET",
@@ -56,9 +58,9 @@ def test_request_and_cache_metrics(tmp_path: Path) -> None:
         assert value(m, "mediaorigin_http_requests_total", route=entry, method="GET",
                      status="404") == 1
         # The first request packaged the segment (a miss), the two others were served from
-        # memory.
+        # memory; the encrypted one is a segment of its own (a miss).
         assert value(m, "mediaorigin_segment_cache_lookups", outcome="memory") == 2
-        assert value(m, "mediaorigin_segment_cache_lookups", outcome="miss") == 1
+        assert value(m, "mediaorigin_segment_cache_lookups", outcome="miss") == 2
         assert value(m, "mediaorigin_jobs_queued") == 0
         # Unknown paths are one label, not one per path.
         origin.get("/no/such/thing/1")

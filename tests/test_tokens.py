@@ -449,6 +449,36 @@ def test_rotation_keeps_retired_keys_until_removed(alg: str) -> None:
     assert ring2.with_current("k1").current is k1
 
 
+def test_a_token_checked_once_is_still_checked_against_each_request(monkeypatch: Any) -> None:
+    """The keyring remembers tokens whose signature checked out (players resend the same
+    token with every request); media, address and time are checked on every request, and
+    only the exact token string is remembered."""
+    ring = Keyring([HS])
+    token = issue(ring, client_ip="192.0.2.7", user="alice", countries=["DE"])
+    first = ring.verify(token, "m1", "192.0.2.7", NOW)
+    signatures = Counter[str]()
+    real_verify = SigningKey.verify
+
+    def counted(key: SigningKey, message: bytes, signature: bytes) -> bool:
+        signatures[key.kid] += 1
+        return real_verify(key, message, signature)
+
+    monkeypatch.setattr(SigningKey, "verify", counted)
+    assert ring.verify(token, "m1", "192.0.2.7", NOW + 10) == first
+    assert signatures["hs1"] == 0  # remembered: no second signature check
+    refused(ring, token, "wrong_media", media="m2", ip="192.0.2.7")
+    refused(ring, token, "ip_mismatch", ip="192.0.2.8")
+    refused(ring, token, "token_expired", ip="192.0.2.7", now=NOW + 600 + 30)
+    head, payload, sig = token.split(".")
+    for forged in (f"{head}.{payload}.{sig[:-1]}{'A' if sig[-1] != 'A' else 'B'}",
+                   f"{head}.{b64json(claims(med='m2', ip='192.0.2.7'))}.{sig}"):
+        refused(ring, forged, "bad_signature", ip="192.0.2.7")
+    assert signatures["hs1"] == 2  # each forgery was checked in full
+    # A keyring is never changed: a rotation that drops the key forgets what it signed.
+    other = SigningKey.hs256("hs2", hashlib.sha256(b"hs2").digest())
+    refused(ring.rotate(other).without("hs1"), token, "unknown_kid", ip="192.0.2.7")
+
+
 def test_keyring_settings_survive_rotation() -> None:
     ring = Keyring([HS], issuer="lms", leeway=5, allow_any_media=True).rotate(ES)
     assert (ring.issuer, ring.leeway, ring.allow_any_media) == ("lms", 5, True)

@@ -8,6 +8,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.payload import Payload
 
 from .growing import GrowingResponse
 from .playback import Body
@@ -19,6 +20,15 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 def json_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def body_bytes(response: web.StreamResponse) -> int:
+    """The body's length before it is sent. (A Response made from a memoryview, such as an
+    encrypted segment's buffer, learns its Content-Length only when prepared.)"""
+    if response.content_length is not None:
+        return response.content_length
+    body = response.body if isinstance(response, web.Response) else None
+    return (body.size or 0) if isinstance(body, Payload) else 0
 
 
 def _etag_matches(header: str, etag: str) -> bool:

@@ -31,9 +31,9 @@ SEGMENT_CACHE = "public, max-age=86400, immutable"
 HLS_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
 ENTRY_NAMES = frozenset(("master.m3u8", "master-ts.m3u8", "manifest.mpd"))
 ENTRY = r"master\.m3u8|master-ts\.m3u8|manifest\.mpd"
-RENDITION = r"(?:video|audio|ts|\d{3,4}p)"
+RENDITION = r"video|audio|ts|\d{3,4}p"
 _RENDITION_FILE = re.compile(
-    r"(?P<rendition>video|audio|ts|\d{3,4}p)/(?:index\.m3u8"
+    rf"(?P<rendition>{RENDITION})/(?:index\.m3u8"
     r"|init-(?P<epoch>\d{1,6})\.mp4|(?P<file>[0-9.]{1,24}(?:m4s|ts)))")
 
 
@@ -198,4 +198,5 @@ async def init_file(request: web.Request, rendition: str, epoch: int) -> web.Res
 
 def add_live_routes(app: web.Application) -> None:
     """Before the WHIP routes, which share the /live prefix: aiohttp tries routes in order."""
-    app.router.add_get(f"/live/{LIVE_ID}/{{path:{ENTRY}|{RENDITION}/[^/]{{1,40}}}}", live_file)
+    app.router.add_get(f"/live/{LIVE_ID}/{{path:{ENTRY}|(?:{RENDITION})/[^/]{{1,40}}}}",
+                       live_file)

@@ -105,6 +105,7 @@ class Playback:
         self._manifests: LRU[str, bytes] = LRU(32 * 1024 * 1024, len)
         self._inflight: dict[str, asyncio.Future[Data]] = {}
         self._growing: dict[str, Growing] = {}
+        self._preparing: dict[tuple[str, Clip], asyncio.Task[Prepared]] = {}
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -119,6 +120,25 @@ class Playback:
         prep = self._prepared.get(key)
         if prep is not None and time.monotonic() - prep.checked_at < REVALIDATE_SECONDS:
             return prep
+        # One look at the library per item at a time; the requests that arrive meanwhile
+        # wait for it. (Each used to look on its own: under load, every REVALIDATE_SECONDS a
+        # stampede of lookups, ~12% of a busy origin's CPU.) A task of its own, so that a
+        # client that goes away does not fail the others.
+        task = self._preparing.get(key)
+        if task is None:
+            task = self._preparing[key] = asyncio.ensure_future(
+                self._prepare_now(key, prep))
+            task.add_done_callback(lambda t: self._prepare_done(key, t))
+        return await asyncio.shield(task)
+
+    def _prepare_done(self, key: tuple[str, Clip], task: asyncio.Task[Prepared]) -> None:
+        if self._preparing.get(key) is task:
+            del self._preparing[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter raises it itself
+
+    async def _prepare_now(self, key: tuple[str, Clip], prep: Prepared | None) -> Prepared:
+        media_id, clip = key
         item = await self.lookup(media_id)
         if item is None:
             self._prepared.discard(lambda k: k[0] != media_id)
@@ -131,10 +151,12 @@ class Playback:
         """The library published something new for this item: look again at the next
         request instead of up to REVALIDATE_SECONDS later (other processes still wait)."""
         self._prepared.discard(lambda k: k[0] != media_id)
+        for key in [k for k in self._preparing if k[0] == media_id]:
+            del self._preparing[key]  # a look begun before this change: not to be joined
 
     def forget(self, media_id: str, storage_keys: list[str]) -> None:
         """Drop everything cached for a media item (it was deleted or replaced)."""
-        self._prepared.discard(lambda k: k[0] != media_id)
+        self.revalidate(media_id)
         self._manifests.discard(lambda k: not k.startswith(media_id + "/"))
         self.segments.forget(media_id)
         for key in storage_keys:

@@ -14,12 +14,12 @@ import functools
 import time
 
 from aiohttp import web
-from aiohttp.payload import Payload
 
 from ..analytics.emitter import Emitter
 from ..analytics.events import device_class
 from ..auth.playback_guard import Grant
 from ..auth.viewers import ViewerSlots
+from .http import body_bytes
 
 # The emitter, set only when server-side events are on.
 SERVER_EVENTS = web.AppKey("analytics_server_events", Emitter)
@@ -36,15 +36,6 @@ def viewer(grant: Grant | None, token: str | None) -> tuple[str, str]:
     if grant is None or grant.via != "token":
         return "", ""
     return ViewerSlots.session_of(grant, token), grant.user or ""
-
-
-def body_bytes(response: web.StreamResponse) -> int:
-    """The body's length before it is sent. (A Response made from a memoryview, such as an
-    encrypted segment's buffer, learns its Content-Length only when prepared.)"""
-    if response.content_length is not None:
-        return response.content_length
-    body = response.body if isinstance(response, web.Response) else None
-    return body.size or 0 if isinstance(body, Payload) else 0
 
 
 def served(request: web.Request, response: web.StreamResponse, media_id: str,
