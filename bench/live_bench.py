@@ -9,7 +9,8 @@ Run from the repository root:
 
 Needs ffmpeg; nginx + libnginx-mod-rtmp for the peer (as root the script runs
 `apt-get install -y libnginx-mod-rtmp nginx-light` when they are missing, unless --no-install;
-without them it says so and measures the origin alone); taskset to pin part 2 (util-linux);
+without them it says so and measures the origin alone); taskset to pin part 2 (util-linux),
+and wrk for its floor;
 py-spy for --profile (`pip install py-spy`, or --py-spy PATH). The origins run with
 `[analytics] enabled = false` (their Redis stream is shared by every origin on the machine;
 --analytics keeps the shipped setting) and `[demo] enabled = false`.
@@ -38,8 +39,10 @@ What it measures:
      HTTP/1.1 client (aiohttp's client costs several times more CPU per response, and at a
      few hundred viewers its own queueing swamps the origin's; one run with it is shown as a
      cross-check). A second, idle "probe" process (one viewer) is a control for the load
-     generator's own queueing. nginx-rtmp has no LL-HLS (no parts, no blocking reload): it
-     has no peer figure here.
+     generator's own queueing. Then the floor: wrk saturates the origin on one playlist URL and
+     one part URL, and bench/bare_aiohttp.py serving the very same bytes with nothing but
+     aiohttp (same core, same loop): what one part's burst at 500 viewers costs either.
+     nginx-rtmp has no LL-HLS (no parts, no blocking reload): it has no peer figure here.
   3. A summary against the aims, and every figure as JSON in
      bench/.cache/live-results-latest.json (with --profile also the raw py-spy stacks in
      bench/.cache/live-profile-latest.txt).
