@@ -53,7 +53,7 @@ def edge(metrics: OriginMetrics, cors_origins: str) -> Middleware:
                     response = http_exception_response(e)  # or raises it again
                 except (ConnectionResetError, TimeoutError):
                     raise
-                except Exception as e:  # noqa: BLE001  # answered, and logged when ours
+                except Exception as e:  # answered, and logged when ours
                     response = error_response(request, e)
             cors.decorate(request, response)
             status = response.status

@@ -8,7 +8,6 @@ from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp.payload import Payload
 
 from .growing import GrowingResponse
 from .playback import Body
@@ -20,15 +19,6 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 def json_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-def body_bytes(response: web.StreamResponse) -> int:
-    """The body's length before it is sent. (A Response made from a memoryview, such as an
-    encrypted segment's buffer, learns its Content-Length only when prepared.)"""
-    if response.content_length is not None:
-        return response.content_length
-    body = response.body if isinstance(response, web.Response) else None
-    return (body.size or 0) if isinstance(body, Payload) else 0
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -97,13 +87,13 @@ async def respond(request: web.Request, body: Body) -> web.StreamResponse:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Type"] = body.content_type
-    if body.growing is not None:
-        if status == 200:
-            return GrowingResponse(body.growing, status, headers)
-        data = await body.growing.whole()
-        return web.Response(status=status, headers=headers, body=data[start:end])
-    if body.content.data is not None:
-        data = body.content.data
+    if body.growing is not None and status == 200:
+        return GrowingResponse(body.growing, status, headers)
+    data = await body.growing.whole() if body.growing is not None else body.content.data
+    if data is not None:
+        # Said outright: aiohttp learns a memoryview body's length (an encrypted segment's
+        # buffer) only as it sends it, and metrics and analytics read it before.
+        headers["Content-Length"] = str(end - start)
         return web.Response(status=status, headers=headers,
                             body=data if (start, end) == (0, size) else data[start:end])
     assert body.content.path is not None

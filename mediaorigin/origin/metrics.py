@@ -22,8 +22,6 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 
-from .http import body_bytes
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A handler serving several kinds of URL from one route names the kind here (a template).
 ROUTE_LABEL = web.RequestKey("route_label", str)
@@ -56,7 +54,7 @@ class OriginMetrics:
         """One answered request (called by the edge middleware)."""
         size = None
         if response is not None:
-            size = response.body_length if response.prepared else body_bytes(response)
+            size = response.body_length if response.prepared else response.content_length
         self.requests.add(_route(request), request.method, status, seconds, size)
 
 

@@ -19,7 +19,6 @@ from ..analytics.emitter import Emitter
 from ..analytics.events import device_class
 from ..auth.playback_guard import Grant
 from ..auth.viewers import ViewerSlots
-from .http import body_bytes
 
 # The emitter, set only when server-side events are on.
 SERVER_EVENTS = web.AppKey("analytics_server_events", Emitter)
@@ -52,7 +51,7 @@ def served(request: web.Request, response: web.StreamResponse, media_id: str,
     emitter.emit((
         "manifest" if name.endswith(MANIFESTS) else "segment", media_id, time.time(),
         session, user, rendition,
-        0 if request.method == "HEAD" else body_bytes(response),
+        0 if request.method == "HEAD" else (response.content_length or 0),  # bytes sent
         response.status, grant.country if grant is not None else None,
         device_of(request.headers.get("User-Agent", ""))))
     return response
