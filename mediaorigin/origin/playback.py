@@ -318,11 +318,11 @@ class Playback:
                                               child.number or 0, f"{rid}|{prep.version}",
                                               self.key_rotation)
 
-        if drm is not None and content is not None:
-            key += f"|{drm}|{content.kid.hex()}"
         def encrypted_whole() -> memoryview:
             return encrypt().complete()
 
+        if drm is not None and content is not None:
+            key += f"|{drm}|{content.kid.hex()}"
         ext = name.rsplit(".", 1)[1]
         body = self.segments.get(key)
         make: Callable[[], Data] = package
