@@ -1,10 +1,10 @@
-"""Per-thread scratch buffers for the segment encryptors.
+"""Per-thread scratch buffers for the segment encryptors' working space.
 
 A cold encrypted segment is a few MB. A fresh buffer of that size costs a zero-fill, and a
 page fault per 4 KiB on first touch whenever the allocator has handed such blocks back to the
-kernel: as much as AES-CTR over the same bytes. So the ciphers write into buffers that each
-thread keeps between calls (up to KEEP bytes each), and the result is made from them with one
-copy, into the `bytes` that is returned.
+kernel: as much as AES-CTR over the same bytes. So what a cipher only works in (the 'cbcs'
+pattern's gathered rows) lives in buffers that each thread keeps between calls (up to KEEP
+bytes each).
 """
 
 from __future__ import annotations

@@ -306,20 +306,8 @@ def encrypt_segment(segment: bytes | Sequence[Buffer], scheme: Scheme, key: byte
     the whole segment). The output is the same either way.
     iv_source: 'cenc': an IvSource, or the segment number (IVs from `sample_ivs(kid, n)`);
     'cbcs': the constant IV (bytes) that encrypt_init put in tenc."""
-    plan = _plan(segment, scheme, key, kid, iv_source, nal_length_size, codec, iv_size)
-    # The returned bytes are the one copy of the whole segment made here: the ciphers write
-    # into this thread's scratch (see buffers.py), or, with a pattern, its rows are joined
-    # from where they were made. (bytes(encrypt_segment_progressive(...).complete()) would
-    # also zero a fresh buffer and, with a pattern, copy once more: 5-13% slower.)
-    if plan.pattern == VIDEO_PATTERN:
-        pieces: list[Buffer] = []
-        for _ in plan.fill(pieces):
-            pass
-        return b"".join(pieces)
-    buffer = scratch(plan.size + BLOCK)  # (the pattern's rows use it too, never with this)
-    for _ in plan.fill(buffer):
-        pass
-    return bytes(buffer[: plan.size])
+    return bytes(encrypt_segment_progressive(segment, scheme, key, kid, iv_source,
+                                             nal_length_size, codec, iv_size).complete())
 
 
 def encrypt_segment_progressive(segment: bytes | Sequence[Buffer], scheme: Scheme, key: bytes,
@@ -353,30 +341,22 @@ class _Plan:
     def size(self) -> int:
         return self.shift + len(self.src)
 
-    def fill(self, out: memoryview | list[Buffer], chunk: int = 1 << 62) -> Iterator[int]:
+    def fill(self, out: memoryview, chunk: int) -> Iterator[int]:
         """Write the segment into `out` (size + BLOCK bytes) in order, yielding how many
-        leading bytes are final about every `chunk` bytes; or, for the pattern cipher only,
-        in one step, append it to the list `out` as pieces to join."""
+        leading bytes are final about every `chunk` bytes."""
         src, shift = self.src, self.shift
-        if isinstance(out, list):
-            to = _Out(src, memoryview(b""), shift, chunk, out)
-            out += self.lead
-        else:
-            to = _Out(src, out[shift:], shift, chunk)
-            at = 0
-            for piece in self.lead:
-                out[at : at + len(piece)] = piece
-                at += len(piece)
+        to = _Out(src, out[shift:], shift, chunk)
+        at = 0
+        for piece in self.lead:
+            out[at : at + len(piece)] = piece
+            at += len(piece)
         if self.pattern is None:
             cur = yield from _cenc_fill(self.aes, self.ivs, self.ranges, to, self.start)
         else:
             flat = [r for rs in self.ranges for r in rs]
             cur = yield from _cbcs_fill(self.aes, self.constant_iv, flat, self.pattern, to,
                                         self.start)
-        if isinstance(out, list):
-            out.append(src[cur:])
-        else:
-            to.dst[cur : len(src)] = src[cur:]
+        to.dst[cur : len(src)] = src[cur:]
         yield self.size
 
 
@@ -453,14 +433,12 @@ def _split(segment: bytes | Sequence[Buffer]) -> tuple[memoryview, memoryview, i
 class _Out:
     """Where the ciphers write, in order: the output byte of src[p] is dst[p], at p + shift
     in the segment. They copy the clear bytes before each protected range, and yield
-    (p + shift: every byte before it is final) about every `chunk` bytes. With `pieces`
-    (the pattern cipher, in one step), the output goes there as pieces, not to dst."""
+    (p + shift: every byte before it is final) about every `chunk` bytes."""
 
     src: memoryview
     dst: memoryview
     shift: int
     chunk: int
-    pieces: list[Buffer] | None = None
 
 
 CipherSteps = Generator[int, None, int]  # yields steps, returns where it stopped in src
@@ -567,7 +545,7 @@ def _cbc_rows(ctx: CipherContext, rewind: Callable[[Buffer], None],
     starts at a multiple of `step`, so every encrypted block of every range begins a
     `step`-byte row, and one strided gather and one scatter (by 8-byte words) serve the whole
     batch. In between, each range runs through the chain on its own."""
-    src, dst, pieces = out.src, out.dst, out.pieces
+    src, dst = out.src, out.dst
     rows = sum(groups for _, groups in chains)
     room = scratch(rows * step)[: rows * step]
     plain = scratch(rows * span, "cbcs-plain")[: rows * span]
@@ -595,11 +573,8 @@ def _cbc_rows(ctx: CipherContext, rewind: Callable[[Buffer], None],
     at = 0
     for start, groups in chains:
         end = start + step * (groups - 1) + span
-        if pieces is None:
-            dst[cur:start] = src[cur:start]
-            dst[start:end] = room[at : at + end - start]
-        else:
-            pieces += (src[cur:start], room[at : at + end - start])
+        dst[cur:start] = src[cur:start]
+        dst[start:end] = room[at : at + end - start]
         at += groups * step
         cur = end
     assert last is not None
