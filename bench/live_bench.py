@@ -32,9 +32,11 @@ What it measures:
      server's playlist first answers 200 ("playable").
   2. Concurrent LL-HLS viewers. One origin process (pinned to core 0) serves a 720p live
      stream (ffmpeg pushing a pre-encoded clip in a loop, -re -c copy). N simulated viewers
-     in a separate process pinned to core 1 run hls.js's low-latency loop on the video and
-     the audio rendition: blocking playlist request for the preload-hinted part (with
-     _HLS_skip=YES), then GET every newly listed part. For each response: how long after the
+     in a separate process pinned to core 1 run hls.js's low-latency loop on what the
+     master playlist offers (the muxed video+audio rendition; with --renditions demuxed the
+     separate video and audio ones, a loop each, as the origin served LL-HLS before):
+     blocking playlist request for the preload-hinted part (with _HLS_skip=YES), then GET
+     every newly listed part. For each response: how long after the
      part was first listed to any viewer it arrived. The load generator is a minimal asyncio
      HTTP/1.1 client (aiohttp's client costs several times more CPU per response, and at a
      few hundred viewers its own queueing swamps the origin's; one run with it is shown as a
@@ -111,6 +113,10 @@ parser.add_argument("--loops", default="asyncio,uvloop",
 parser.add_argument("--no-install", action="store_true",
                     help="do not try `apt-get install libnginx-mod-rtmp nginx-light` when the "
                          "RTMP module is missing (running as root)")
+parser.add_argument("--renditions", choices=("master", "demuxed"), default="master",
+                    help="part 2 viewers play what the master offers (default: the muxed "
+                         "video+audio rendition), or the separate video and audio renditions "
+                         "(two loops per viewer, twice the requests)")
 parser.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
                     help="part 2 load generator: 'raw' (default) a minimal asyncio HTTP/1.1 "
                          "client, or aiohttp's client (several times the CPU per response: at a "
@@ -141,7 +147,8 @@ args = parser.parse_args()
 
 # --- the load generator (a separate process: `--viewer-process SPEC`) ---------------------------
 # Each viewer is one aiohttp ClientSession (its own connections, at most 6 like a browser) with
-# two loops, video and audio, each doing what hls.js does in low-latency mode:
+# a loop per rendition it plays (spec["renditions"]: the muxed one, or video and audio), each
+# doing what hls.js does in low-latency mode:
 #   plain playlist load -> init segment -> repeat { blocking reload for the preload-hinted part
 #   (_HLS_msn/_HLS_part, _HLS_skip=YES) -> GET every part listed beyond the last one fetched }.
 # Times are wall-clock (time.time()) so that processes can be compared.
@@ -149,6 +156,19 @@ args = parser.parse_args()
 PART_RE = re.compile(r'#EXT-X-PART:DURATION=([0-9.]+),URI="(\d+)\.(\d+)\.m4s')
 HINT_RE = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s')
 MAP_RE = re.compile(r'#EXT-X-MAP:URI="([^"]+)"')
+
+
+def master_renditions(text: str) -> list[str]:
+    """What a player plays from an LL-HLS master: the first variant's rendition and, if it
+    names an audio group, that group's rendition (URIs are `{rendition}/index.m3u8`)."""
+    lines = text.splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith("#EXT-X-STREAM-INF"))
+    out = [lines[i + 1].split("/", 1)[0]]
+    if 'AUDIO="' in lines[i]:
+        audio = re.search(r'#EXT-X-MEDIA:TYPE=AUDIO,[^\n]*URI="([^/"]+)/', text)
+        if audio:
+            out.append(audio[1])
+    return out
 
 
 def pdt_seconds(value: str) -> float:
@@ -367,9 +387,9 @@ def viewer_process(spec: dict) -> None:
                     first.transport.close()
             except failures as e:
                 error(type(e).__name__)
-            # one connection per rendition loop, like a browser running both in parallel
-            await asyncio.gather(rendition(session, "video", 0),
-                                 rendition(session, "audio", 1))
+            # one connection per rendition loop, like a browser running them in parallel
+            await asyncio.gather(*(rendition(session, name, i)
+                                   for i, name in enumerate(spec["renditions"])))
         finally:
             if session is not None:
                 await session.close()
@@ -618,15 +638,15 @@ def wrk_us_per_request(port: int, path: str) -> float:
     return 1e6 / max(rates)
 
 
-def request_cost(origin: dict, base_path: str, loop: str) -> dict:
+def request_cost(origin: dict, base_path: str, loop: str, rendition: str) -> dict:
     """What a playlist and a part cost the origin per request, against bare aiohttp serving
     the very same bytes on the same core (bench/bare_aiohttp.py): the stack's floor."""
-    playlist = f"{base_path}/video/index.m3u8"
+    playlist = f"{base_path}/{rendition}/index.m3u8"
     status, body = http_get(origin["port"], playlist)
     parts = re.findall(r'#EXT-X-PART:[^\n]*URI="([^"]+)"', body.decode())
     if status != 200 or len(parts) < 2:
         raise RuntimeError(f"no parts to measure in {playlist}")
-    part = f"{base_path}/video/{parts[-2]}"  # complete, and stays in the window for seconds
+    part = f"{base_path}/{rendition}/{parts[-2]}"  # complete, and stays in the window for seconds
     files = {}
     for name, path in (("index.m3u8", playlist), ("part.m4s", part)):
         status, data = http_get(origin["port"], path)
@@ -745,6 +765,7 @@ RESULTS: dict = {"args": {k: v for k, v in vars(args).items() if k != "viewer_pr
 INGEST: dict = {}
 VIEWERS: dict = {}
 FLOOR: dict = {}  # loop -> per-request cost, origin vs bare aiohttp (see request_cost)
+PLAYED: list[str] = ["video", "audio"]  # the renditions each viewer plays (master: from it)
 PROFILE: dict = {}
 
 try:
@@ -1076,12 +1097,17 @@ http {{
             else:
                 raise RuntimeError("the live stream did not start in 30 s")
             per_loop: list[dict] = []
+            if args.renditions == "master":
+                status, body = http_get(origin["port"], base_path + "/master.m3u8")
+                PLAYED[:] = master_renditions(body.decode())
+            RESULTS["renditions_played"] = PLAYED
             runs = [(n, args.client) for n in VIEWER_COUNTS]
             if CLIENT_CHECK and loop == LOOPS[0]:
                 runs.append((CLIENT_CHECK, "aiohttp" if args.client == "raw" else "raw"))
             for n, client in runs:
                 start_at = time.time() + 1.5  # the worker's imports take ~0.5 s
                 spec = {"port": origin["port"], "base": base_path, "client": client,
+                        "renditions": PLAYED,
                         "start_at": start_at, "ramp": RAMP,
                         "measure_from": start_at + RAMP + WARMUP,
                         "measure_to": start_at + RAMP + WARMUP + MEASURE}
@@ -1201,7 +1227,7 @@ http {{
             VIEWERS[loop] = per_loop
             if WRK and TASKSET:
                 say(f"  per-request cost against bare aiohttp ({loop}) ...")
-                FLOOR[loop] = request_cost(origin, base_path, loop)
+                FLOOR[loop] = request_cost(origin, base_path, loop, PLAYED[0])
             stop(pub)
             stop(origin["proc"])
         RESULTS["viewers"] = VIEWERS
@@ -1293,7 +1319,8 @@ if INGEST:
     print()
 
 if VIEWERS:
-    print(f"2. Concurrent LL-HLS viewers: video + audio renditions each, hls.js-like loop "
+    print(f"2. Concurrent LL-HLS viewers: the {' + '.join(PLAYED)} rendition"
+          f"{'s' if len(PLAYED) > 1 else ''} each ({args.renditions}), hls.js-like loop "
           f"(blocking reload + parts); {MEASURE:g} s measured")
     print(f"   after a {RAMP:g} s ramp and {WARMUP:g} s warm-up; {ENV_INFO['pinning']}.")
     print(f"   load generator: {CLIENTS[args.client]}; N suffixed 'a' or 'r': the other client "
@@ -1340,7 +1367,8 @@ if VIEWERS:
           "burst per part on")
     print("   one core: the last answer leaves about (origin CPU % x part duration) after the "
           "first. Under 100 ms")
-    print("   at 0.5 s parts means under 20% of a core per part, i.e. 4 x N x us/req < 100 ms.")
+    print(f"   at 0.5 s parts means under 20% of a core per part, i.e. {2 * len(PLAYED)} x N x "
+          "us/req < 100 ms.")
     errs = {f"{loop}/{r['viewers']}/{r['client']}": r["errors"] for loop, per in VIEWERS.items()
             for r in per
             if r["errors"]}
@@ -1354,16 +1382,17 @@ if VIEWERS:
         print("   live URLs against bare aiohttp (bench/bare_aiohttp.py) serving the same bytes "
               "with the same loop. One viewer")
         print("   costs a playlist and a part per rendition per part, so N viewers cost one core "
-              "2 x N x (playlist + part):")
+              f"{len(PLAYED)} x N x (playlist + part):")
         print(f"   {'loop':<8}{'playlist us':>14}{'part us':>12}{'per viewer':>12}"
               f"{f'{AIM_VIEWERS} viewers':>14}   (origin / bare aiohttp)")
+        k = len(PLAYED)
         for loop, f in FLOOR.items():
             o = f["origin_playlist_us"] + f["origin_part_us"]
             b = f["bare_playlist_us"] + f["bare_part_us"]
             print(f"   {loop:<8}{f['origin_playlist_us']:>6.0f} / {f['bare_playlist_us']:<5.0f}"
                   f"{f['origin_part_us']:>6.0f} / {f['bare_part_us']:<4.0f}"
-                  f"{2 * o:>6.0f} / {2 * b:<4.0f}"
-                  f"{2 * AIM_VIEWERS * o / 1000:>6.0f} / {2 * AIM_VIEWERS * b / 1000:<4.0f} ms"
+                  f"{k * o:>6.0f} / {k * b:<4.0f}"
+                  f"{k * AIM_VIEWERS * o / 1000:>6.0f} / {k * AIM_VIEWERS * b / 1000:<4.0f} ms"
                   f"   ({f['playlist_bytes']} B playlist, {f['part_bytes']} B part)")
         print(f"   The last column is the burst one part costs at {AIM_VIEWERS} viewers: even "
               "bare aiohttp spends about that long")
@@ -1441,11 +1470,11 @@ for loop, per in VIEWERS.items():
                      f"< {AIM_VIEWER_P99_MS:.0f} ms" if aim else "(info)",
                      ok(worst < AIM_VIEWER_P99_MS and not r["errors"]) if aim else ""))
 for loop, f in FLOOR.items():
+    origin_ms, bare_ms = (AIM_VIEWERS * len(PLAYED) * (f[f"{who}_playlist_us"] +
+                                                       f[f"{who}_part_us"]) / 1000
+                          for who in ("origin", "bare"))
     rows.append((f"{AIM_VIEWERS} viewers, one part's burst, {loop}",
-                 f"{AIM_VIEWERS * 2 * (f['origin_playlist_us'] + f['origin_part_us']) / 1000:.0f}"
-                 f" ms (bare aiohttp "
-                 f"{AIM_VIEWERS * 2 * (f['bare_playlist_us'] + f['bare_part_us']) / 1000:.0f})",
-                 "(floor)", ""))
+                 f"{origin_ms:.0f} ms (bare aiohttp {bare_ms:.0f})", "(floor)", ""))
 for label, fig, aim, verdict in rows:
     print(f"   {label:<48}{fig:<34}{aim:<11}{verdict}")
 RESULTS["summary"] = [dict(zip(("figure", "value", "aim", "verdict"), r, strict=True))

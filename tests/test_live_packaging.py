@@ -4,6 +4,7 @@ fragments back. Media comes from real encoders (ffmpeg); frames are fed as an in
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 from pathlib import Path
@@ -17,7 +18,7 @@ from mediaorigin.live.channel import ChannelSettings, LiveChannel
 from mediaorigin.live.epoch import Epoch
 from mediaorigin.packaging.dash.live import live_mpd
 from mediaorigin.packaging.fmp4.reader import read_fragments
-from mediaorigin.packaging.fmp4.writer import media_segment
+from mediaorigin.packaging.fmp4.writer import init_segment, media_segment, muxed_segment
 from mediaorigin.packaging.hls import live as hls
 from mediaorigin.packaging.model import MediaError
 from mediaorigin.packaging.mp4.sample_entries import aac_sample_entry, avc_dimensions
@@ -125,6 +126,32 @@ def test_fragments_read_back_to_the_same_samples(clip: Path) -> None:
         read_fragments(data[:-10], run.track)
 
 
+def test_muxed_fragments_carry_both_tracks_sample_for_sample(clip: Path) -> None:
+    """A muxed init (two traks) and fragments with a traf per track, one mdat: a demuxer
+    finds every video and audio sample, bytes and timestamps as cut. A part without audio
+    leaves its traf out."""
+    epoch = Epoch(0, 0.0, target=2.0, part_target=0.5)
+    parts = [p for batch in feed(epoch, clip) for p in batch] + epoch.finish()
+    video, audio = parts[0].video.track, parts[0].audio.track
+    runs = [(p.video, p.audio) for p in parts[:6]]
+    runs[3] = (runs[3][0], None)
+    data = init_segment(video, audio) + b"".join(
+        muxed_segment(list(pair), n) for n, pair in enumerate(runs, 1))
+    got = _packets(data)
+    for kind, index in (("video", 0), ("audio", 1)):
+        want = []
+        for pair in runs:
+            run = pair[index]
+            if run is None:
+                continue
+            at, dts = 0, run.base_time
+            for size, duration in zip(run.sizes, run.durations, strict=True):
+                want.append((dts, run.data[at : at + size]))
+                at, dts = at + size, dts + duration
+        assert got[kind] == want, kind
+        assert len(want) > 10
+
+
 async def test_playlists_window_skip_and_disk(tmp_path: Path, clip: Path) -> None:
     channel = LiveChannel("live_x", ChannelSettings(dvr_window=0, window=3, memory_segments=1),
                           tmp_path / "live_x")
@@ -155,8 +182,30 @@ async def test_playlists_window_skip_and_disk(tmp_path: Path, clip: Path) -> Non
                              "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0",
                              str(out)], capture_output=True, text=True, check=True).stdout
     assert int(frames.split()[0]) == 60
+    # The muxed twin is made from the same tracks: from disk beyond the memory window, from
+    # memory within it, with every video and audio sample of its segment.
+    for msn in (6, 8):
+        muxed = await channel.segment("av", msn)
+        assert muxed is not None
+        got = _packets(channel.init("av", 2) + muxed)
+        for kind in ("video", "audio"):
+            alone = _packets(channel.init(kind, 2) + await channel.segment(kind, msn))
+            assert got[kind] == alone[kind] and len(alone[kind]) > 10
+    assert await channel.segment("av", 5) is None  # no longer listed
     mpd = live_mpd(channel.window(), "", 0.0)
     assert 'type="static"' in mpd and mpd.count("<Period ") == 1
+    # DASH has an adaptation set per kind: the muxed twin is for HLS only
+    assert re.findall(r"<Representation id=\"(\w+)\"", mpd) == ["video", "audio"]
+
+
+def _packets(mp4: bytes) -> dict[str, list[tuple[int, bytes]]]:
+    """(dts, bytes) of every packet of an fMP4 given whole, by stream type."""
+    got: dict[str, list[tuple[int, bytes]]] = {"video": [], "audio": []}
+    with av.open(io.BytesIO(mp4), format="mp4") as c:
+        for packet in c.demux():
+            if packet.size:
+                got[packet.stream.type].append((packet.dts, bytes(packet)))
+    return got
 
 
 async def test_delta_updates_skip_old_segments(tmp_path: Path, clip: Path) -> None:

@@ -85,6 +85,16 @@ def ended_with_recording(origin: OriginThread, live_id: str) -> str:
     return found["recording"]["mediaId"]
 
 
+def probe_streams(source: str | bytes) -> list[dict]:
+    """ffprobe's streams of a URL, or of an fMP4 given whole (init + fragments), with
+    their packets counted."""
+    data = source if isinstance(source, bytes) else None
+    out = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-show_streams",
+                          "-of", "json", "-" if data is not None else str(source)],
+                         input=data, capture_output=True, timeout=60, check=True).stdout
+    return json.loads(out)["streams"]
+
+
 def framemd5(source: str, stream: str = "v:0", *, packets: bool = False) -> list[str]:
     """Decoded frame hashes of one stream (timestamps left out: only pictures/samples), or
     the hashes of its compressed packets."""
@@ -119,8 +129,19 @@ def test_rtmp_lecture_plays_live_and_becomes_a_frame_identical_recording(
         assert ingest["keyframeInterval"] == 1.0
         wait_until(lambda: origin.get(f"/live/{live_id}/master.m3u8").status == 200)
         master = origin.get(f"/live/{live_id}/master.m3u8").body.decode()
-        assert f'CODECS="{video_codec["codecString"]},mp4a.40.2",RESOLUTION=320x240,' \
-            'AUDIO="audio"' in master
+        # LL-HLS is offered muxed (one request per part for video and audio together).
+        assert f'CODECS="{video_codec["codecString"]},mp4a.40.2",RESOLUTION=320x240\n' \
+            'av/index.m3u8\n' in master
+        assert "EXT-X-MEDIA" not in master and "video/index.m3u8" not in master
+        muxed = origin.get(f"/live/{live_id}/av/index.m3u8").body.decode()
+        assert "#EXT-X-PRELOAD-HINT:TYPE=PART" in muxed
+        assert "#EXT-X-RENDITION-REPORT" not in muxed  # no other muxed rendition
+        part = re.findall(r'#EXT-X-PART:[^\n]*URI="([^"]+)"', muxed)[-1]
+        pieces = [origin.get(f"/live/{live_id}/av/{name}").body
+                  for name in ("init-0.mp4", part)]
+        streams = probe_streams(b"".join(pieces))
+        assert [(s["codec_name"], int(s["nb_read_packets"]) > 0) for s in streams] == \
+            [("h264", True), ("aac", True)]
         video = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
         assert re.search(r"#EXT-X-PART-INF:PART-TARGET=0\.5(0\d)?\n", video)
         assert "#EXT-X-PRELOAD-HINT:TYPE=PART" in video
@@ -144,6 +165,8 @@ def test_rtmp_lecture_plays_live_and_becomes_a_frame_identical_recording(
         assert got == source, entry
     assert framemd5(origin.url(f"/vod/{media_id}/master.m3u8")) == source
     audio = framemd5(str(clip), "a:0", packets=True)
+    # The muxed rendition carries the audio bit for bit too (whole segments, after the end).
+    assert framemd5(origin.url(f"/live/{live_id}/master.m3u8"), "a:0", packets=True) == audio
     stored = origin.config.path(origin.config.storage.root) / "media" / media_id
     recording = next(stored.glob("g*/0.mp4"))
     recorded_audio = framemd5(str(recording), "a:0", packets=True)
@@ -389,6 +412,13 @@ def test_live_abr_ladder_is_aligned_with_the_source(tmp_path: Path) -> None:
         master = origin.get(f"/live/{live_id}/master.m3u8").body.decode()
         variants = re.findall(r"RESOLUTION=(\d+x\d+)", master)
         assert variants == ["1280x720", "640x360"]  # never upscaled: no 1080p rung
+        assert re.findall(r"^(.+)/index\.m3u8$", master, re.M) == ["av", "av-360p"]
+        # The muxed rung carries the rung's pictures and the audio, every one of them.
+        streams = probe_streams(origin.url(f"/live/{live_id}/av-360p/index.m3u8"))
+        assert [(s["codec_name"], s.get("width"), int(s["nb_read_packets"]))
+                for s in streams] == \
+            [("h264", 640, CLIP_SECONDS * FPS), ("aac", None, len(framemd5(
+                str(source), "a:0", packets=True)))]
         rung = origin.get(f"/live/{live_id}/360p/index.m3u8").body.decode()
         main = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
         # Same segments, same durations (to a frame: each lists its own media's), every

@@ -6,6 +6,12 @@ segments, completed segments go to disk (DVR beyond the memory window, and the r
 and playlist requests may wait for a part that does not exist yet (blocking reload,
 preload hints). Everything here runs on the event loop and never blocks it: disk writes go
 through one writer task in a thread.
+
+Each video rendition also has a muxed twin carrying the audio too ("av", "av-720p"): what
+the LL-HLS master offers, so that a player makes one blocking reload and one part request
+per part instead of two of each (a crowd of viewers costs the origin half as much). Muxed
+parts are made with the others; muxed whole segments are made from the video and audio
+ones when asked for (like TS), so nothing muxed is written to disk.
 """
 
 from __future__ import annotations
@@ -16,12 +22,12 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..ingest.frames import Frame, TrackConfig
 from ..packaging.fmp4.reader import read_fragments
-from ..packaging.fmp4.writer import init_segment, media_segment
+from ..packaging.fmp4.writer import init_segment, media_segment, muxed_segment
 from ..packaging.live.cutter import CutPart
 from ..packaging.live.window import LivePart, LiveRendition, LiveSegment, LiveWindow
 from ..packaging.model import MediaError, SampleRun, Track
@@ -45,13 +51,22 @@ class ChannelSettings:
     ladder: tuple[str, ...] = ()  # transcoded rungs, e.g. ("720p", "360p")
 
 
+def muxed_name(video: str) -> str:
+    """The muxed twin of a video rendition: "video" -> "av", "720p" -> "av-720p"."""
+    return "av" if video == "video" else f"av-{video}"
+
+
 @dataclass
 class EpochInfo:
     number: int
     channel_start: float
     unix_start: float
     tracks: dict[str, Track]  # rendition name -> track
-    inits: dict[str, bytes]
+    inits: dict[str, bytes]  # of every rendition, muxed ones too
+    muxed: dict[str, tuple[str, str]] = field(default_factory=dict)  # -> (video, audio)
+
+    def has(self, name: str) -> bool:
+        return name in self.tracks or name in self.muxed
 
 
 @dataclass
@@ -60,7 +75,7 @@ class _Segment:
     parts: list[dict[str, bytes]] = field(default_factory=list)  # rendition -> part bytes
     runs: list[dict[str, SampleRun]] = field(default_factory=list)  # per part, by rendition
     data: dict[str, bytes] | None = None  # joined segment bytes, while in memory
-    ts: bytes | None = None
+    derived: dict[str, bytes] = field(default_factory=dict)  # "ts", muxed: made when asked
 
 
 class LiveChannel:
@@ -236,16 +251,28 @@ class LiveChannel:
         start = float(epoch.offset)
         info = EpochInfo(epoch.number, start, now, tracks,
                          {name: init_segment(t) for name, t in tracks.items()})
+        if "audio" in tracks:
+            for name, t in tracks.items():
+                if t.kind == "video":
+                    info.muxed[muxed_name(name)] = (name, "audio")
+                    info.inits[muxed_name(name)] = init_segment(t, tracks["audio"])
         self.epochs[epoch.number] = info
         if self.availability_start is None:
             self.availability_start = now - start
         for name, t in tracks.items():
             self._save(self._epoch_dir(epoch.number) / name / "init.mp4", info.inits[name])
-            old = self.renditions.get(name)
-            self.renditions[name] = LiveRendition(
-                name, t.kind, t.codec, t.timescale,
-                bandwidth=old.bandwidth if old else (4_000_000 if t.kind == "video" else 160_000),
-                average_bandwidth=old.average_bandwidth if old else 0)
+            self._list(name, t.kind, t, 4_000_000 if t.kind == "video" else 160_000)
+        for name, (video, audio) in info.muxed.items():
+            self._list(name, "muxed", tracks[video], 4_160_000, (video, audio))
+
+    def _list(self, name: str, kind: str, track: Track, estimate: int,
+              carries: tuple[str, ...] = ()) -> None:
+        """Offer a rendition, keeping the bandwidth measured in earlier epochs."""
+        old = self.renditions.get(name)
+        self.renditions[name] = LiveRendition(
+            name, kind, track.codec, track.timescale,
+            bandwidth=old.bandwidth if old else estimate,
+            average_bandwidth=old.average_bandwidth if old else 0, carries=carries)
 
     def _add_part(self, part: CutPart) -> None:
         epoch = self._current_epoch()
@@ -268,6 +295,10 @@ class LiveChannel:
             data[name] = media_segment(run, self._fragment)
             end = (run.base_time + sum(run.durations)) / run.track.timescale
             self._media_end = max(self._media_end, end)
+        for name, (video, audio) in epoch.muxed.items():
+            if video in runs or audio in runs:
+                self._fragment += 1
+                data[name] = muxed_segment([runs.get(video), runs.get(audio)], self._fragment)
         current.parts.append(data)
         current.runs.append(runs)
         own = {name: sum(run.durations) / run.track.timescale for name, run in runs.items()}
@@ -289,14 +320,20 @@ class LiveChannel:
             return
         seg = self._segments[-1]
         seg.meta.complete = True
+        info = self.epochs[seg.meta.epoch]
         seg.data = {name: b"".join(p[name] for p in seg.parts if name in p)
-                    for name in self.epochs[seg.meta.epoch].tracks}
+                    for name in info.tracks}
         for name in seg.data:
             runs = [part[name] for part in seg.runs if name in part]
             if runs:
                 seg.meta.ticks[name] = (runs[0].base_time, sum(sum(r.durations) for r in runs))
             self._save(self._segment_path(seg.meta.epoch, name, seg.meta.msn), seg.data[name])
             self._measure(name, seg.meta.duration, len(seg.data[name]))
+        for name, (video, audio) in info.muxed.items():
+            if video in seg.meta.ticks:
+                seg.meta.ticks[name] = seg.meta.ticks[video]
+            self._measure(name, seg.meta.duration,
+                          len(seg.data.get(video, b"")) + len(seg.data.get(audio, b"")))
         # EXTINF rounded to the nearest second must not exceed it (RFC 8216 4.3.3.1).
         self._target_seen = max(self._target_seen, int(seg.meta.duration + 0.5))
         self._trim()
@@ -310,9 +347,8 @@ class LiveChannel:
         window.append((duration, size * 8))
         peak = max(bits / d for d, bits in window)
         average = sum(bits for _, bits in window) / sum(d for d, _ in window)
-        r = self.renditions[name]
-        self.renditions[name] = LiveRendition(r.name, r.kind, r.codec, r.timescale,
-                                              int(peak * 1.1) + 1, int(average) + 1)
+        self.renditions[name] = replace(self.renditions[name], bandwidth=int(peak * 1.1) + 1,
+                                        average_bandwidth=int(average) + 1)
 
     def _trim(self) -> None:
         s = self.settings
@@ -335,7 +371,7 @@ class LiveChannel:
         in_memory = [seg for seg in self._segments if seg.meta.complete]
         for seg in in_memory[: max(0, len(in_memory) - s.memory_segments)]:
             seg.data = None
-            seg.ts = None
+            seg.derived = {}
             seg.runs = []
         for seg in in_memory[: max(0, len(in_memory) - 4 * math.ceil(s.target / max(
                 s.part_target, 0.1)))]:
@@ -459,7 +495,13 @@ class LiveChannel:
 
     async def segment(self, name: str, msn: int) -> bytes | None:
         seg = self._by_msn.get(msn)
-        if seg is None or not seg.meta.complete or name not in self.epochs[seg.meta.epoch].tracks:
+        if seg is None or not seg.meta.complete:
+            return None
+        info = self.epochs[seg.meta.epoch]
+        if name in info.muxed:
+            return await self._made_from_tracks(seg, name, info.muxed[name], lambda runs:
+                                                muxed_segment(runs, msn + 1))
+        if name not in info.tracks:
             return None
         if seg.data is not None:
             return seg.data.get(name)
@@ -473,29 +515,30 @@ class LiveChannel:
         seg = self._by_msn.get(msn)
         if seg is None or not seg.meta.complete:
             return None
-        if seg.ts is not None:
-            return seg.ts
-        tracks = self.epochs[seg.meta.epoch].tracks
-        if seg.runs:
-            video = _merge([part["video"] for part in seg.runs if "video" in part])
-            audio = _merge([part["audio"] for part in seg.runs if "audio" in part])
-        else:
-            video = audio = None
-            for name, track in tracks.items():
-                if name not in ("video", "audio"):
-                    continue
-                raw = await self.segment(name, msn)
+        return await self._made_from_tracks(seg, "ts", ("video", "audio"), lambda runs:
+                                            write_ts_segment(*runs, sequence=msn))
+
+    async def _made_from_tracks(self, seg: _Segment, name: str, tracks: tuple[str, str],
+                                make: Callable[[list[SampleRun | None]], bytes]) -> bytes | None:
+        """A whole segment written from the runs of its tracks (from the parts while in
+        memory, else read back from disk), in a thread; kept while the segment's bytes are."""
+        if seg.derived.get(name) is not None:
+            return seg.derived[name]
+        epoch_tracks = self.epochs[seg.meta.epoch].tracks
+        runs: list[SampleRun | None] = []
+        for track in tracks:
+            if track not in epoch_tracks:
+                runs.append(None)
+            elif seg.runs:
+                runs.append(_merge([part[track] for part in seg.runs if track in part]))
+            else:
+                raw = await self.segment(track, seg.meta.msn)
                 if raw is None:
                     return None
-                run = await asyncio.to_thread(read_fragments, raw, track)
-                if track.kind == "video":
-                    video = run
-                else:
-                    audio = run
-        data = await asyncio.to_thread(write_ts_segment, video if video and video.sizes else None,
-                                       audio if audio and audio.sizes else None, sequence=msn)
+                runs.append(await asyncio.to_thread(read_fragments, raw, epoch_tracks[track]))
+        data = await asyncio.to_thread(make, [r if r and r.sizes else None for r in runs])
         if seg.data is not None:
-            seg.ts = data
+            seg.derived[name] = data
         return data
 
 def _merge(runs: list[SampleRun]) -> SampleRun | None:

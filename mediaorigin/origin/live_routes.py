@@ -31,7 +31,7 @@ SEGMENT_CACHE = "public, max-age=86400, immutable"
 HLS_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
 ENTRY_NAMES = frozenset(("master.m3u8", "master-ts.m3u8", "manifest.mpd"))
 ENTRY = r"master\.m3u8|master-ts\.m3u8|manifest\.mpd"
-RENDITION = r"video|audio|ts|\d{3,4}p"
+RENDITION = r"video|audio|ts|\d{3,4}p|av(?:-\d{3,4}p)?"
 _RENDITION_FILE = re.compile(
     rf"(?P<rendition>{RENDITION})/(?:index\.m3u8"
     r"|init-(?P<epoch>\d{1,6})\.mp4|(?P<file>[0-9.]{1,24}(?:m4s|ts)))")

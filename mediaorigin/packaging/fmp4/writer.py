@@ -1,7 +1,11 @@
-"""Fragmented MP4 (CMAF-style, one track per file) init and media segments.
+"""Fragmented MP4 (CMAF-style) init and media segments: one track per file, or several
+muxed (live LL-HLS: one request per part for video and audio together).
 
     init:    |ftyp| |moov |mvhd| |trak |tkhd| |mdia |mdhd| |hdlr| |minf ... |stsd|| |mvex |trex||
     segment: |styp| |moof |mfhd| |traf |tfhd| |tfdt| |trun|||  |mdat|
+
+Muxed, moov has a trak and a trex per track and moof a traf per track (track IDs 1, 2, ...
+in the order given); the one mdat holds the tracks' samples one run after the other.
 
 The source sample entry (avcC/hvcC/esds and all) is copied verbatim into stsd, so whatever
 the encoder put there reaches the decoder unchanged. Timestamps come in already on the
@@ -25,21 +29,23 @@ _TRUN_CTS = 0x000800
 _STYP = box(b"styp", b"msdh", struct.pack(">I", 0), b"msdh", b"msix")
 
 
-def init_segment(track: Track) -> bytes:
-    """ftyp + moov describing one track, with no samples (they come in fragments)."""
+def init_segment(*tracks: Track) -> bytes:
+    """ftyp + moov describing the tracks (IDs 1, 2, ...), with no samples (they come in
+    fragments)."""
     ftyp = box(b"ftyp", b"iso6", struct.pack(">I", 0), b"iso6", b"mp41", b"dash", b"cmfc")
-    mvhd = full(b"mvhd", 0, 0, struct.pack(">IIII", 0, 0, track.timescale, 0),
+    mvhd = full(b"mvhd", 0, 0, struct.pack(">IIII", 0, 0, tracks[0].timescale, 0),
                 struct.pack(">IH", 0x00010000, 0x0100), bytes(10), _MATRIX, bytes(24),
-                struct.pack(">I", TRACK_ID + 1))
-    mvex = box(b"mvex", full(b"trex", 0, 0, struct.pack(">5I", TRACK_ID, 1, 0, 0, 0)))
-    return ftyp + box(b"moov", mvhd, _trak(track), mvex)
+                struct.pack(">I", TRACK_ID + len(tracks)))
+    ids = range(TRACK_ID, TRACK_ID + len(tracks))
+    mvex = box(b"mvex", *(full(b"trex", 0, 0, struct.pack(">5I", i, 1, 0, 0, 0)) for i in ids))
+    return ftyp + box(b"moov", mvhd, *(_trak(t, i) for t, i in zip(tracks, ids, strict=True)), mvex)
 
 
-def _trak(track: Track) -> bytes:
+def _trak(track: Track, track_id: int) -> bytes:
     video = track.kind == "video"
     width = track.codec.width << 16
     height = track.codec.height << 16
-    tkhd = full(b"tkhd", 0, 3, struct.pack(">IIIII", 0, 0, TRACK_ID, 0, 0), bytes(8),
+    tkhd = full(b"tkhd", 0, 3, struct.pack(">IIIII", 0, 0, track_id, 0, 0), bytes(8),
                 struct.pack(">hhHH", 0, 0, 0 if video else 0x0100, 0), _MATRIX,
                 struct.pack(">II", width if video else 0, height if video else 0))
     mdhd = full(b"mdhd", 0, 0, struct.pack(">IIII", 0, 0, track.timescale, 0),
@@ -65,6 +71,41 @@ def _pack_language(code: str) -> int:
 
 def media_segment(run: SampleRun, sequence: int) -> bytes:
     """styp + moof + mdat for the samples of one run."""
+    traf, table_size = _traf(run, TRACK_ID)
+    moof = bytearray(box(b"moof", full(b"mfhd", 0, 0, struct.pack(">I", sequence)), traf))
+    # Sizes are fixed before the data offset is known: moof is built once with a
+    # placeholder, measured, then the offset is patched in place. trun sits at the end of
+    # traf which ends moof: its data_offset field is at a known place.
+    struct.pack_into(">i", moof, len(moof) - table_size - 4, len(moof) + 8)
+    mdat_header = struct.pack(">I4s", 8 + len(run.data), b"mdat")
+    return b"".join((_STYP, moof, mdat_header, run.data))
+
+
+def muxed_segment(runs: list[SampleRun | None], sequence: int) -> bytes:
+    """styp + moof + mdat for runs of the tracks of a muxed init_segment, in its order
+    (None: that track has no samples in this fragment)."""
+    trafs: list[bytes] = []
+    ends: list[int] = []  # where each traf's trun data_offset field ends, in moof's body
+    at = 8 + 16  # moof's header, mfhd
+    for track_id, run in enumerate(runs, TRACK_ID):
+        if run is not None and run.sizes:
+            traf, table_size = _traf(run, track_id)
+            trafs.append(traf)
+            at += len(traf)
+            ends.append(at - table_size)
+    present = [r for r in runs if r is not None and r.sizes]
+    moof = bytearray(box(b"moof", full(b"mfhd", 0, 0, struct.pack(">I", sequence)), *trafs))
+    offset = len(moof) + 8
+    for end, run in zip(ends, present, strict=True):
+        struct.pack_into(">i", moof, end - 4, offset)
+        offset += len(run.data)
+    mdat_header = struct.pack(">I4s", 8 + sum(len(r.data) for r in present), b"mdat")
+    return b"".join((_STYP, moof, mdat_header, *(r.data for r in present)))
+
+
+def _traf(run: SampleRun, track_id: int) -> tuple[bytes, int]:
+    """A traf for one run (trun's data_offset 0, to be patched) and the size of trun's
+    sample table, which ends the traf."""
     n = len(run.sizes)
     flags = [_SYNC_FLAGS if s else _NON_SYNC_FLAGS for s in run.sync]
     trun_flags = _TRUN_FLAGS
@@ -77,17 +118,8 @@ def media_segment(run: SampleRun, sequence: int) -> bytes:
         fmt = ">" + "III" * n
         table = struct.pack(fmt, *chain.from_iterable(
             zip(run.durations, run.sizes, flags, strict=True)))
-    # Sizes are fixed before the data offset is known: moof is built once with a
-    # placeholder, measured, then the offset is patched in place.
-    trun_head = struct.pack(">Ii", n, 0)
     traf = box(b"traf",
-               full(b"tfhd", 0, 0x020000, struct.pack(">I", TRACK_ID)),
+               full(b"tfhd", 0, 0x020000, struct.pack(">I", track_id)),
                full(b"tfdt", 1, 0, struct.pack(">Q", run.base_time)),
-               full(b"trun", 1, trun_flags, trun_head, table))
-    moof = bytearray(box(b"moof", full(b"mfhd", 0, 0, struct.pack(">I", sequence)), traf))
-    data_offset = len(moof) + 8
-    # trun sits at the end of traf which ends moof: its data_offset field is at a known place.
-    trun_pos = len(moof) - len(table) - 4
-    struct.pack_into(">i", moof, trun_pos, data_offset)
-    mdat_header = struct.pack(">I4s", 8 + len(run.data), b"mdat")
-    return b"".join((_STYP, moof, mdat_header, run.data))
+               full(b"trun", 1, trun_flags, struct.pack(">Ii", n, 0), table))
+    return traf, len(table)

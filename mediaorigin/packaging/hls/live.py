@@ -31,6 +31,16 @@ def master(w: LiveWindow, query: str, *, ts: bool) -> str:
             attrs.append(f"RESOLUTION={video.codec.width}x{video.codec.height}")
         lines += [f"#EXT-X-STREAM-INF:{','.join(attrs)}", f"ts/index.m3u8{q}"]
         return "\n".join(lines) + "\n"
+    muxed = [r for r in w.renditions if r.kind == "muxed"]
+    if muxed:  # video and audio in one playlist: one request per part, not two
+        codecs = {r.name: r.codec.codec for r in w.renditions}
+        for v in sorted(muxed, key=lambda r: -r.codec.height):
+            attrs = [f"BANDWIDTH={v.bandwidth}", f"AVERAGE-BANDWIDTH={v.average_bandwidth}",
+                     'CODECS="' + ",".join(codecs[n] for n in v.carries if n in codecs) + '"']
+            if v.codec.width:
+                attrs.append(f"RESOLUTION={v.codec.width}x{v.codec.height}")
+            lines += [f"#EXT-X-STREAM-INF:{','.join(attrs)}", f"{v.name}/index.m3u8{q}"]
+        return "\n".join(lines) + "\n"
     if video is None:
         assert audio is not None
         lines += [f'#EXT-X-STREAM-INF:BANDWIDTH={audio.bandwidth},CODECS="{audio.codec.codec}"',
@@ -113,8 +123,9 @@ def media(w: LiveWindow, rendition: str, query: str, *, ts: bool = False,
     elif parts_on and segments:
         nxt_msn, nxt_part = next_part(segments[-1])
         body.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{nxt_msn}.{nxt_part}.{ext}{q}"')
-        for other in w.renditions:
-            if other.name != rendition:
+        muxed = any(r.name == rendition and r.kind == "muxed" for r in w.renditions)
+        for other in w.renditions:  # the others a player may switch to: of the same master
+            if other.name != rendition and (other.kind == "muxed") == muxed:
                 msn, part = last_part(segments[-1])
                 body.append(f'#EXT-X-RENDITION-REPORT:URI="../{other.name}/index.m3u8{q}",'
                             f"LAST-MSN={msn},LAST-PART={part}")

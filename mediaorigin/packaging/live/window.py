@@ -41,12 +41,13 @@ class LiveSegment:
 
 @dataclass(frozen=True, slots=True)
 class LiveRendition:
-    name: str  # URL path element: "video", "audio"
-    kind: str  # "video" or "audio"
-    codec: CodecInfo  # of the newest epoch
+    name: str  # URL path element: "video", "audio", "720p", "av"
+    kind: str  # "video", "audio", or "muxed" (video and audio in one fMP4)
+    codec: CodecInfo  # of the newest epoch (muxed: of its video)
     timescale: int
     bandwidth: int  # bits/s, peak as measured (or estimated before the first segments)
     average_bandwidth: int
+    carries: tuple[str, ...] = ()  # muxed: the renditions it carries, video first
 
 
 @dataclass(slots=True)
