@@ -4,6 +4,7 @@ fragments back. Media comes from real encoders (ffmpeg); frames are fed as an in
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import subprocess
@@ -226,4 +227,30 @@ async def test_delta_updates_skip_old_segments(tmp_path: Path, clip: Path) -> No
     m = re.search(r"#EXT-X-SKIP:SKIPPED-SEGMENTS=(\d+)", skipped)
     assert m and int(m[1]) == 1
     assert not re.search(r"^0\.m4s$", skipped, re.M) and re.search(r"^1\.m4s$", skipped, re.M)
+    await channel.end()
+
+
+async def test_blocked_requests_time_out_and_wake_on_the_part(tmp_path: Path,
+                                                              clip: Path) -> None:
+    """Blocked requests have no timer each: they time out on the channel's tick (a quarter
+    of the timeout here) and are released at once when what they wait for is listed."""
+    channel = LiveChannel("live_t", ChannelSettings(blocking_timeout=0.4), tmp_path / "t")
+    channel.begin_epoch()
+    feed(channel, clip)
+    wanted = hls.next_part(channel.window().segments[-1])
+    assert not channel.has(*wanted)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    async with asyncio.timeout(3):  # a tick that never comes must fail, not hang
+        results = await asyncio.gather(*(channel.wait_for(*wanted, 0.4) for _ in range(50)))
+    waited = loop.time() - t0
+    assert results == [False] * 50
+    assert 0.4 <= waited < 0.4 + 0.1 + 0.15
+    # A longer wait ends when the publisher leaves: its last part completes the segment.
+    t0 = loop.time()
+    waiters = [asyncio.ensure_future(channel.wait_for(*wanted, 5.0)) for _ in range(50)]
+    await asyncio.sleep(0.05)
+    channel.publisher_gone()
+    assert await asyncio.gather(*waiters) == [True] * 50
+    assert loop.time() - t0 < 0.5
     await channel.end()

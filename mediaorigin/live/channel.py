@@ -109,6 +109,10 @@ class LiveChannel:
         self._rung_configs: dict[str, TrackConfig | None] = {}
         self._loop = asyncio.get_running_loop()
         self._settling: asyncio.Task[None] | None = None
+        self._waiting = 0  # requests blocked in wait_for
+        self._changed_at = self._loop.time()
+        self._tick: asyncio.TimerHandle | None = None
+        self._tick_period = min(1.0, settings.blocking_timeout / 4)
 
     # --- ingest ----------------------------------------------------------------------------
 
@@ -379,6 +383,10 @@ class LiveChannel:
 
     def _notify(self) -> None:
         self._rendered.clear()
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed_at = self._loop.time()
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -469,19 +477,34 @@ class LiveChannel:
         return msn > last + 2
 
     async def wait_for(self, msn: int, part: int | None, timeout: float) -> bool:
-        """Wait until `has(msn, part)`; False at the timeout or when the stream ends. One
-        timer per blocked request, not one per wake: a crowd of players blocks at once."""
+        """Wait until `has(msn, part)`; False about `timeout` seconds on (up to one tick
+        late) or when the stream ends. A crowd of players blocks at once at every part, so
+        a blocked request has no timer of its own: each wake (a change, or the channel's
+        tick while nothing changes) checks its deadline."""
         if self.has(msn, part):
             return True
+        deadline = self._loop.time() + timeout
+        self._waiting += 1
         try:
-            async with asyncio.timeout(timeout):
-                while not self.has(msn, part):
-                    if self.state == "ended":
-                        return False
-                    await self._changed.wait()
-        except TimeoutError:
-            return False
+            while not self.has(msn, part):
+                if self.state == "ended" or self._loop.time() >= deadline:
+                    return False
+                if self._tick is None:
+                    self._tick = self._loop.call_later(self._tick_period, self._on_tick)
+                await self._changed.wait()
+        finally:
+            self._waiting -= 1
         return True
+
+    def _on_tick(self) -> None:
+        """Wake blocked requests to check their deadlines, if nothing else did lately; runs
+        every tick for as long as requests are blocked."""
+        self._tick = None
+        if not self._waiting:
+            return
+        if self._loop.time() - self._changed_at >= self._tick_period:
+            self._wake()
+        self._tick = self._loop.call_later(self._tick_period, self._on_tick)
 
     def init(self, name: str, epoch: int) -> bytes | None:
         info = self.epochs.get(epoch)

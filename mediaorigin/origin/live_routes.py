@@ -34,7 +34,8 @@ ENTRY = r"master\.m3u8|master-ts\.m3u8|manifest\.mpd"
 RENDITION = r"video|audio|ts|\d{3,4}p|av(?:-\d{3,4}p)?"
 _RENDITION_FILE = re.compile(
     rf"(?P<rendition>{RENDITION})/(?:index\.m3u8"
-    r"|init-(?P<epoch>\d{1,6})\.mp4|(?P<file>[0-9.]{1,24}(?:m4s|ts)))")
+    r"|init-(?P<epoch>\d{1,6})\.mp4"
+    r"|(?P<msn>\d{1,9})(?:\.(?P<part>\d{1,9}))?\.(?P<ext>m4s|ts))")
 
 
 def _query(request: web.Request) -> str:
@@ -116,15 +117,14 @@ async def live_file(request: web.Request) -> web.Response:
     m = _RENDITION_FILE.fullmatch(path)
     if m is None:
         raise ClientError(404, "not_found", "no such live playback URL")
-    rendition, epoch, file = m["rendition"], m["epoch"], m["file"]
-    if file is not None:
+    if m["msn"] is not None:
         request[ROUTE_LABEL] = "/live/{live_id}/{rendition}/{file}"
-        return await media_file(request, rendition, file)
-    if epoch is not None:
+        return await media_file(request, m)
+    if m["epoch"] is not None:
         request[ROUTE_LABEL] = "/live/{live_id}/{rendition}/init-{epoch}.mp4"
-        return await init_file(request, rendition, int(epoch))
+        return await init_file(request, m["rendition"], int(m["epoch"]))
     request[ROUTE_LABEL] = "/live/{live_id}/{rendition}/index.m3u8"
-    return await media_playlist(request, rendition)
+    return await media_playlist(request, m["rendition"])
 
 
 async def entry(request: web.Request, name: str) -> web.Response:
@@ -156,16 +156,13 @@ async def media_playlist(request: web.Request, rendition: str) -> web.Response:
                   rendition, "index.m3u8")
 
 
-async def media_file(request: web.Request, rendition: str, name: str) -> web.Response:
+async def media_file(request: web.Request, m: re.Match[str]) -> web.Response:
+    """`{msn}.m4s`, `{msn}.{part}.m4s` or (rendition ts) `{msn}.ts`, as matched by
+    _RENDITION_FILE."""
     channel = await _authorized(request)
-    stem, _, ext = name.rpartition(".")
-    numbers = stem.split(".")
-    if not all(n.isdigit() and len(n) < 10 for n in numbers) or not numbers:
-        raise ClientError(404, "not_found", "no such file")
-    if ext == "mp4" or stem.startswith("init-"):
-        raise ClientError(404, "not_found", "no such file")
-    msn, part = int(numbers[0]), (int(numbers[1]) if len(numbers) == 2 else None)
-    if len(numbers) > 2 or (rendition == "ts") != (ext == "ts") or ext not in ("m4s", "ts"):
+    rendition, ext = m["rendition"], m["ext"]
+    msn, part = int(m["msn"]), None if m["part"] is None else int(m["part"])
+    if (rendition == "ts") != (ext == "ts") or (ext == "ts" and part is not None):
         raise ClientError(404, "not_found", "no such file")
     if not channel.has(msn, part) and not channel.too_far(msn):
         # Announced by a preload hint (or about to be): hold the request until it exists.
@@ -183,7 +180,7 @@ async def media_file(request: web.Request, rendition: str, name: str) -> web.Res
         raise ClientError(404, "not_found", "no such segment or part")
     return served(request, web.Response(body=data, headers={"Content-Type": content_type,
                                                             "Cache-Control": SEGMENT_CACHE}),
-                  request.match_info["live_id"], rendition, name)
+                  request.match_info["live_id"], rendition, m[0].rpartition("/")[2])
 
 
 async def init_file(request: web.Request, rendition: str, epoch: int) -> web.Response:
