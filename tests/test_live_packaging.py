@@ -175,7 +175,7 @@ async def test_playlists_window_skip_and_disk(tmp_path: Path, clip: Path) -> Non
     await channel.end()
     first = await channel.segment("video", 6)
     assert first == (tmp_path / "live_x/e2/video/6.m4s").read_bytes()
-    ts_bytes = await channel.ts_segment(6)
+    ts_bytes = await channel.ts_segment("ts", 6)
     assert ts_bytes[0] == 0x47 and len(ts_bytes) % 188 == 0
     out = tmp_path / "s.ts"
     out.write_bytes(ts_bytes)

@@ -413,12 +413,16 @@ def test_live_abr_ladder_is_aligned_with_the_source(tmp_path: Path) -> None:
         variants = re.findall(r"RESOLUTION=(\d+x\d+)", master)
         assert variants == ["1280x720", "640x360"]  # never upscaled: no 1080p rung
         assert re.findall(r"^(.+)/index\.m3u8$", master, re.M) == ["av", "av-360p"]
-        # The muxed rung carries the rung's pictures and the audio, every one of them.
-        streams = probe_streams(origin.url(f"/live/{live_id}/av-360p/index.m3u8"))
-        assert [(s["codec_name"], s.get("width"), int(s["nb_read_packets"]))
-                for s in streams] == \
-            [("h264", 640, CLIP_SECONDS * FPS), ("aac", None, len(framemd5(
-                str(source), "a:0", packets=True)))]
+        master_ts = origin.get(f"/live/{live_id}/master-ts.m3u8").body.decode()
+        assert re.findall(r"RESOLUTION=(\d+x\d+)\n(.+)/index", master_ts) == \
+            [("1280x720", "ts"), ("640x360", "ts-360p")]
+        # The muxed and TS rungs carry the rung's pictures and the audio, every one of them.
+        audio_packets = len(framemd5(str(source), "a:0", packets=True))
+        for name in ("av-360p", "ts-360p"):
+            streams = probe_streams(origin.url(f"/live/{live_id}/{name}/index.m3u8"))
+            assert [(s["codec_name"], s.get("width"), int(s["nb_read_packets"]))
+                    for s in streams] == \
+                [("h264", 640, CLIP_SECONDS * FPS), ("aac", None, audio_packets)], name
         rung = origin.get(f"/live/{live_id}/360p/index.m3u8").body.decode()
         main = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
         # Same segments, same durations (to a frame: each lists its own media's), every

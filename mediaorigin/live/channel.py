@@ -9,9 +9,10 @@ through one writer task in a thread.
 
 Each video rendition also has a muxed twin carrying the audio too ("av", "av-720p"): what
 the LL-HLS master offers, so that a player makes one blocking reload and one part request
-per part instead of two of each (a crowd of viewers costs the origin half as much). Muxed
-parts are made with the others; muxed whole segments are made from the video and audio
-ones when asked for (like TS), so nothing muxed is written to disk.
+per part instead of two of each (a crowd of viewers costs the origin half as much), and an
+MPEG-TS one ("ts", "ts-720p") for master-ts.m3u8. Muxed parts are made with the others;
+muxed and TS whole segments are made from the video and audio ones when asked for, so
+nothing but the tracks themselves is written to disk.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ class ChannelSettings:
     ladder: tuple[str, ...] = ()  # transcoded rungs, e.g. ("720p", "360p")
 
 
-def muxed_name(video: str) -> str:
-    """The muxed twin of a video rendition: "video" -> "av", "720p" -> "av-720p"."""
-    return "av" if video == "video" else f"av-{video}"
+def muxed_name(video: str, prefix: str = "av") -> str:
+    """The muxed twin of a video rendition: "video" -> "av", "720p" -> "av-720p" (prefix
+    "ts": its MPEG-TS twin)."""
+    return prefix if video == "video" else f"{prefix}-{video}"
 
 
 @dataclass
@@ -62,11 +64,11 @@ class EpochInfo:
     channel_start: float
     unix_start: float
     tracks: dict[str, Track]  # rendition name -> track
-    inits: dict[str, bytes]  # of every rendition, muxed ones too
-    muxed: dict[str, tuple[str, str]] = field(default_factory=dict)  # -> (video, audio)
-
-    def has(self, name: str) -> bool:
-        return name in self.tracks or name in self.muxed
+    inits: dict[str, bytes]  # of every fMP4 rendition, muxed ones too
+    # Muxed fMP4 and MPEG-TS renditions -> the (video, audio) renditions they carry (a name
+    # that is not in `tracks`: that track is left out).
+    muxed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    ts: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,7 +77,7 @@ class _Segment:
     parts: list[dict[str, bytes]] = field(default_factory=list)  # rendition -> part bytes
     runs: list[dict[str, SampleRun]] = field(default_factory=list)  # per part, by rendition
     data: dict[str, bytes] | None = None  # joined segment bytes, while in memory
-    derived: dict[str, bytes] = field(default_factory=dict)  # "ts", muxed: made when asked
+    derived: dict[str, bytes] = field(default_factory=dict)  # TS, muxed: made when asked
 
 
 class LiveChannel:
@@ -255,19 +257,25 @@ class LiveChannel:
         start = float(epoch.offset)
         info = EpochInfo(epoch.number, start, now, tracks,
                          {name: init_segment(t) for name, t in tracks.items()})
-        if "audio" in tracks:
-            for name, t in tracks.items():
-                if t.kind == "video":
-                    info.muxed[muxed_name(name)] = (name, "audio")
-                    info.inits[muxed_name(name)] = init_segment(t, tracks["audio"])
+        for name, t in tracks.items():
+            if t.kind != "video":
+                continue
+            info.ts[muxed_name(name, "ts")] = (name, "audio")
+            if "audio" in tracks:
+                info.muxed[muxed_name(name)] = (name, "audio")
+                info.inits[muxed_name(name)] = init_segment(t, tracks["audio"])
+        if not info.ts:
+            info.ts["ts"] = ("video", "audio")  # audio only
         self.epochs[epoch.number] = info
         if self.availability_start is None:
             self.availability_start = now - start
         for name, t in tracks.items():
             self._save(self._epoch_dir(epoch.number) / name / "init.mp4", info.inits[name])
             self._list(name, t.kind, t, 4_000_000 if t.kind == "video" else 160_000)
-        for name, (video, audio) in info.muxed.items():
-            self._list(name, "muxed", tracks[video], 4_160_000, (video, audio))
+        for kind, derived in (("muxed", info.muxed), ("ts", info.ts)):
+            for name, carries in derived.items():
+                present = tuple(n for n in carries if n in tracks)
+                self._list(name, kind, tracks[present[0]], 4_160_000, present)
 
     def _list(self, name: str, kind: str, track: Track, estimate: int,
               carries: tuple[str, ...] = ()) -> None:
@@ -333,7 +341,7 @@ class LiveChannel:
                 seg.meta.ticks[name] = (runs[0].base_time, sum(sum(r.durations) for r in runs))
             self._save(self._segment_path(seg.meta.epoch, name, seg.meta.msn), seg.data[name])
             self._measure(name, seg.meta.duration, len(seg.data[name]))
-        for name, (video, audio) in info.muxed.items():
+        for name, (video, audio) in (*info.muxed.items(), *info.ts.items()):
             if video in seg.meta.ticks:
                 seg.meta.ticks[name] = seg.meta.ticks[video]
             self._measure(name, seg.meta.duration,
@@ -534,11 +542,15 @@ class LiveChannel:
         except OSError:
             return None
 
-    async def ts_segment(self, msn: int) -> bytes | None:
+    async def ts_segment(self, name: str, msn: int) -> bytes | None:
+        """Segment `msn` of MPEG-TS rendition `name` ("ts", "ts-720p")."""
         seg = self._by_msn.get(msn)
         if seg is None or not seg.meta.complete:
             return None
-        return await self._made_from_tracks(seg, "ts", ("video", "audio"), lambda runs:
+        carries = self.epochs[seg.meta.epoch].ts.get(name)
+        if carries is None:
+            return None
+        return await self._made_from_tracks(seg, name, carries, lambda runs:
                                             write_ts_segment(*runs, sequence=msn))
 
     async def _made_from_tracks(self, seg: _Segment, name: str, tracks: tuple[str, str],

@@ -31,7 +31,7 @@ SEGMENT_CACHE = "public, max-age=86400, immutable"
 HLS_PARAMS = ("_HLS_msn", "_HLS_part", "_HLS_skip")
 ENTRY_NAMES = frozenset(("master.m3u8", "master-ts.m3u8", "manifest.mpd"))
 ENTRY = r"master\.m3u8|master-ts\.m3u8|manifest\.mpd"
-RENDITION = r"video|audio|ts|\d{3,4}p|av(?:-\d{3,4}p)?"
+RENDITION = r"video|audio|\d{3,4}p|(?:av|ts)(?:-\d{3,4}p)?"
 _RENDITION_FILE = re.compile(
     rf"(?P<rendition>{RENDITION})/(?:index\.m3u8"
     r"|init-(?P<epoch>\d{1,6})\.mp4"
@@ -143,9 +143,9 @@ async def entry(request: web.Request, name: str) -> web.Response:
 
 async def media_playlist(request: web.Request, rendition: str) -> web.Response:
     channel = await _authorized(request)
-    ts = rendition == "ts"
-    if not ts and rendition not in channel.renditions:
+    if rendition not in channel.renditions:
         raise ClientError(404, "not_found", "no such rendition")
+    ts = channel.renditions[rendition].kind == "ts"
     blocking = await _block(request, channel)
     skip = request.rel_url.query.get("_HLS_skip") in ("YES", "v2")
     query = _query(request)
@@ -162,13 +162,13 @@ async def media_file(request: web.Request, m: re.Match[str]) -> web.Response:
     channel = await _authorized(request)
     rendition, ext = m["rendition"], m["ext"]
     msn, part = int(m["msn"]), None if m["part"] is None else int(m["part"])
-    if (rendition == "ts") != (ext == "ts") or (ext == "ts" and part is not None):
+    if rendition.startswith("ts") != (ext == "ts") or (ext == "ts" and part is not None):
         raise ClientError(404, "not_found", "no such file")
     if not channel.has(msn, part) and not channel.too_far(msn):
         # Announced by a preload hint (or about to be): hold the request until it exists.
         await channel.wait_for(msn, part, channel.settings.blocking_timeout)
     if ext == "ts":
-        data = await channel.ts_segment(msn) if part is None else None
+        data = await channel.ts_segment(rendition, msn)
         content_type = "video/mp2t"
     elif part is None:
         data = await channel.segment(rendition, msn)

@@ -18,29 +18,21 @@ SKIP_TARGETS = 6  # CAN-SKIP-UNTIL in target durations
 
 def master(w: LiveWindow, query: str, *, ts: bool) -> str:
     q = f"?{query}" if query else ""
-    video = next((r for r in w.renditions if r.kind == "video"), None)
-    audio = next((r for r in w.renditions if r.kind == "audio"), None)
     lines = ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    if ts:
-        main = video or audio
-        assert main is not None
-        codecs = ",".join(r.codec.codec for r in (video, audio) if r is not None)
-        bandwidth = sum(r.bandwidth for r in (video, audio) if r is not None)
-        attrs = [f"BANDWIDTH={bandwidth}", f'CODECS="{codecs}"']
-        if video is not None and video.codec.width:
-            attrs.append(f"RESOLUTION={video.codec.width}x{video.codec.height}")
-        lines += [f"#EXT-X-STREAM-INF:{','.join(attrs)}", f"ts/index.m3u8{q}"]
-        return "\n".join(lines) + "\n"
-    muxed = [r for r in w.renditions if r.kind == "muxed"]
-    if muxed:  # video and audio in one playlist: one request per part, not two
+    # TS, and fMP4 with video and audio: renditions that carry both (one request per part
+    # for LL-HLS players, not two)
+    variants = [r for r in w.renditions if r.kind == ("ts" if ts else "muxed")]
+    if variants:
         codecs = {r.name: r.codec.codec for r in w.renditions}
-        for v in sorted(muxed, key=lambda r: -r.codec.height):
+        for v in sorted(variants, key=lambda r: -r.codec.height):
             attrs = [f"BANDWIDTH={v.bandwidth}", f"AVERAGE-BANDWIDTH={v.average_bandwidth}",
                      'CODECS="' + ",".join(codecs[n] for n in v.carries if n in codecs) + '"']
             if v.codec.width:
                 attrs.append(f"RESOLUTION={v.codec.width}x{v.codec.height}")
             lines += [f"#EXT-X-STREAM-INF:{','.join(attrs)}", f"{v.name}/index.m3u8{q}"]
         return "\n".join(lines) + "\n"
+    video = next((r for r in w.renditions if r.kind == "video"), None)
+    audio = next((r for r in w.renditions if r.kind == "audio"), None)
     if video is None:
         assert audio is not None
         lines += [f'#EXT-X-STREAM-INF:BANDWIDTH={audio.bandwidth},CODECS="{audio.codec.codec}"',
