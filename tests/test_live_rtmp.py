@@ -268,6 +268,47 @@ def test_publisher_drop_and_return_continues_the_same_lecture(tmp_path: Path,
         origin.stop()
 
 
+def test_a_publisher_back_in_another_format_stays_in_the_recording(tmp_path: Path,
+                                                                   clip: Path) -> None:
+    """The lecturer comes back with another resolution and audio rate: live, a new epoch
+    (discontinuity, its own init); in the recording, which has one format per track, that
+    track is re-encoded whole, and every frame and both halves of the audio are there."""
+    other = tmp_path / "other.mp4"
+    run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size=416x240:rate={FPS}", "-f", "lavfi",
+                "-i", "sine=frequency=880:sample_rate=44100", "-ac", "1", "-c:v", "libx264",
+                "-preset", "ultrafast", "-g", str(FPS), "-bf", "2", "-c:a", "aac",
+                "-t", str(CLIP_SECONDS), str(other)])
+    origin = live_origin(tmp_path, reconnect_grace=5.0)
+    try:
+        stream = create(origin)
+        live_id = stream["id"]
+        for source in (clip, other):
+            p = publish(stream, source, realtime=False)
+            assert p.wait(30) == 0
+            wait_until(lambda: state(origin, live_id)["state"] == "reconnecting")
+        text = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
+        assert text.count("#EXT-X-DISCONTINUITY\n") == 1
+        assert origin.request("DELETE", f"/api/live/{live_id}", None, auth()).status == 200
+        media_id = ended_with_recording(origin, live_id)
+        stored = origin.config.path(origin.config.storage.root) / "media" / media_id
+        recording = str(next(stored.glob("g*/0.mp4")))
+        video, audio = probe_streams(recording)
+        assert (video["codec_name"], video["width"], video["height"]) == ("h264", 320, 240)
+        assert int(video["nb_read_packets"]) == 2 * CLIP_SECONDS * FPS
+        assert (audio["codec_name"], audio["sample_rate"], audio["channels"]) == \
+            ("aac", "48000", 2)
+        assert abs(float(audio["duration"]) - 2 * CLIP_SECONDS) < 0.1
+        frames = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v",
+                                 "-count_frames", "-show_entries", "stream=nb_read_frames",
+                                 "-of", "csv=p=0", recording], capture_output=True, text=True,
+                                timeout=60, check=True).stdout
+        assert int(frames) == 2 * CLIP_SECONDS * FPS  # every one decodes
+        media = origin.get(f"/api/media/{media_id}", auth()).json()
+        assert abs(media["metadata"]["duration"] - 2 * CLIP_SECONDS) < 0.2
+    finally:
+        origin.stop()
+
+
 def test_stream_keys_are_checked_and_one_publisher_at_a_time(origin: OriginThread,
                                                              clip: Path) -> None:
     stream = create(origin)

@@ -4,7 +4,7 @@
 bearer token is checked against the stored hash, a second publisher on a stream that is live
 is refused, and a publisher that drops leaves the channel waiting `reconnect_grace` seconds
 for it to come back (same lecture, after a discontinuity). When the stream ends (DELETE, or
-no publisher within the grace), the last segment is closed, the recording is remuxed and
+no publisher within the grace), the last segment is closed, the recording is made and
 registered in the library, and the keys stop working.
 """
 
