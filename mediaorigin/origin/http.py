@@ -10,10 +10,11 @@ from pathlib import Path
 from aiohttp import web
 
 from .growing import GrowingResponse
-from .playback import Body
+from .playback import Body, Data
 
 SEGMENT_CACHE = "public, max-age=31536000, immutable"
 MANIFEST_CACHE = "public, max-age=10"  # VOD manifests change only if the media is replaced
+LARGE_BODY = 1 << 20  # aiohttp's limit for raw-bytes bodies (payload.TOO_LARGE_BYTES_BODY)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -91,13 +92,33 @@ async def respond(request: web.Request, body: Body) -> web.StreamResponse:
         return GrowingResponse(body.growing, status, headers)
     data = await body.growing.whole() if body.growing is not None else body.content.data
     if data is not None:
+        part = data if (start, end) == (0, size) else data[start:end]
+        if end - start > LARGE_BODY:
+            return MemoryResponse(part, status, headers)
         # Said outright: aiohttp learns a memoryview body's length (an encrypted segment's
         # buffer) only as it sends it, and metrics and analytics read it before.
         headers["Content-Length"] = str(end - start)
-        return web.Response(status=status, headers=headers,
-                            body=data if (start, end) == (0, size) else data[start:end])
+        return web.Response(status=status, headers=headers, body=part)
     assert body.content.path is not None
     return SendfileResponse(body.content.path, start, end - start, status, headers)
+
+
+class MemoryResponse(web.StreamResponse):
+    """A large in-memory body (a cold segment), written once the headers are out. (As a
+    web.Response body, aiohttp warns about more than LARGE_BODY bytes given as raw bytes,
+    although writing them only hands them to the transport's buffer.)"""
+
+    def __init__(self, data: Data, status: int, headers: dict[str, str]) -> None:
+        super().__init__(status=status, headers=headers)
+        self._data = data
+        self.content_length = len(data)
+
+    async def prepare(self, request: web.BaseRequest):  # type: ignore[override]  # noqa: ANN201
+        writer = await super().prepare(request)
+        if request.method != "HEAD":
+            await self.write(self._data)
+            await self.write_eof()
+        return writer
 
 
 class SendfileResponse(web.StreamResponse):
