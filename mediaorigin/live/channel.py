@@ -9,7 +9,7 @@ through one writer task in a thread.
 
 Each video rendition also has a muxed twin carrying the audio too ("av", "av-720p"): what
 the LL-HLS master offers, so that a player makes one blocking reload and one part request
-per part instead of two of each (a crowd of viewers costs the origin half as much), and an
+per part instead of two of each (half the requests of a crowd of viewers), and an
 MPEG-TS one ("ts", "ts-720p") for master-ts.m3u8. Muxed parts are made with the others;
 muxed and TS whole segments are made from the video and audio ones when asked for, so
 nothing but the tracks themselves is written to disk.
