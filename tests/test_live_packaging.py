@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -254,3 +255,29 @@ async def test_blocked_requests_time_out_and_wake_on_the_part(tmp_path: Path,
     assert await asyncio.gather(*waiters) == [True] * 50
     assert loop.time() - t0 < 0.5
     await channel.end()
+
+
+@pytest.mark.parametrize("kind", ["video", "audio"])
+async def test_one_track_streams_list_what_they_have(tmp_path: Path, kind: str) -> None:
+    """Without audio there is no muxed twin (the master lists the video rendition itself);
+    without video the masters list the audio; either way the TS twin carries the one track."""
+    clip = _encode(tmp_path / "one.mp4", seconds=3, audio=kind == "audio",
+                   video=kind == "video")
+    channel = LiveChannel("live_1", ChannelSettings(), tmp_path / "one")
+    channel.begin_epoch()
+    feed(channel, clip)
+    await channel.end()
+    w = channel.window()
+    assert sorted(r.name for r in w.renditions) == sorted([kind, "ts"])
+    codec = "avc1" if kind == "video" else "mp4a"
+    for ts, uri in ((False, f"{kind}/index.m3u8"), (True, "ts/index.m3u8")):
+        master = hls.master(w, "", ts=ts)
+        assert re.findall(r"^[^#].*$", master, re.M) == [uri]
+        assert re.search(rf'CODECS="{codec}[^,"]*"', master)
+        assert "AUDIO=" not in master and "EXT-X-MEDIA:" not in master
+    out = tmp_path / "one.ts"
+    out.write_bytes(await channel.ts_segment("ts", 0))
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json",
+                            str(out)], capture_output=True, text=True, check=True).stdout
+    assert [s["codec_type"] for s in json.loads(probe)["streams"]] == [kind]
+    assert await channel.segment("av", 0) is None
