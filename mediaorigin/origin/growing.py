@@ -1,9 +1,10 @@
 """Segments sent while a packager thread is still making them (see packaging/crypto/progressive).
 
 A cold AES-128 segment (whole-segment CBC: serial, as slow as the transfer) is made chunk by
-chunk in the thread pool; each finished chunk is announced to the event loop, which writes it to every response following that segment, so
-the cipher and the transfer overlap. Concurrent requests for the same cold segment follow
-the same `Growing` (one packaging run), and the finished bytes go to the segment cache.
+chunk in the thread pool; each finished chunk is announced to the event loop, which writes it
+to every response following that segment, so the cipher and the transfer overlap. Concurrent
+requests for the same cold segment follow the same `Growing` (one packaging run), and the
+finished bytes go to the segment cache.
 """
 
 from __future__ import annotations

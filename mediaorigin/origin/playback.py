@@ -307,8 +307,9 @@ class Playback:
 
         def encrypt() -> Progressive:
             """An encrypted media segment (not SAMPLE-AES: TS writes that itself), made
-            while it is sent. fMP4 is handed over unjoined (head, samples): the encrypted
-            output is then the only copy of the whole segment that is made."""
+            step by step (sent while made, or whole: see below). fMP4 is handed over
+            unjoined (head, samples): the encrypted output is then the only copy of the
+            whole segment that is made."""
             assert drm is not None and content is not None
             if drm in protection.DASH_MODES and child.container == "ts":
                 raise PlaybackError(400, "drm_not_for_protocol",

@@ -71,36 +71,27 @@ def _pack_language(code: str) -> int:
 
 def media_segment(run: SampleRun, sequence: int) -> bytes:
     """styp + moof + mdat for the samples of one run."""
-    traf, table_size = _traf(run, TRACK_ID)
-    moof = bytearray(box(b"moof", full(b"mfhd", 0, 0, struct.pack(">I", sequence)), traf))
-    # Sizes are fixed before the data offset is known: moof is built once with a
-    # placeholder, measured, then the offset is patched in place. trun sits at the end of
-    # traf which ends moof: its data_offset field is at a known place.
-    struct.pack_into(">i", moof, len(moof) - table_size - 4, len(moof) + 8)
-    mdat_header = struct.pack(">I4s", 8 + len(run.data), b"mdat")
-    return b"".join((_STYP, moof, mdat_header, run.data))
+    return muxed_segment([run], sequence)
 
 
 def muxed_segment(runs: list[SampleRun | None], sequence: int) -> bytes:
-    """styp + moof + mdat for runs of the tracks of a muxed init_segment, in its order
-    (None: that track has no samples in this fragment)."""
-    trafs: list[bytes] = []
-    ends: list[int] = []  # where each traf's trun data_offset field ends, in moof's body
-    at = 8 + 16  # moof's header, mfhd
-    for track_id, run in enumerate(runs, TRACK_ID):
-        if run is not None and run.sizes:
-            traf, table_size = _traf(run, track_id)
-            trafs.append(traf)
-            at += len(traf)
-            ends.append(at - table_size)
-    present = [r for r in runs if r is not None and r.sizes]
-    moof = bytearray(box(b"moof", full(b"mfhd", 0, 0, struct.pack(">I", sequence)), *trafs))
-    offset = len(moof) + 8
-    for end, run in zip(ends, present, strict=True):
-        struct.pack_into(">i", moof, end - 4, offset)
+    """styp + moof + mdat for runs of the tracks of an init_segment, in its order (None:
+    that track has nothing in this fragment, and no traf)."""
+    present = [(track_id, run) for track_id, run in enumerate(runs, TRACK_ID)
+               if run is not None]
+    trafs = [_traf(run, track_id) for track_id, run in present]
+    moof = bytearray(box(b"moof", full(b"mfhd", 0, 0, struct.pack(">I", sequence)),
+                         *(traf for traf, _ in trafs)))
+    # Sizes are fixed before the data offsets are known: moof is built once with
+    # placeholders, measured, then each offset is patched in place. Each trun sits at the
+    # end of its traf, its data_offset field just before its sample table.
+    end, offset = 8 + 16, len(moof) + 8  # after moof's header and mfhd; after mdat's header
+    for (traf, table_size), (_, run) in zip(trafs, present, strict=True):
+        end += len(traf)
+        struct.pack_into(">i", moof, end - table_size - 4, offset)
         offset += len(run.data)
-    mdat_header = struct.pack(">I4s", 8 + sum(len(r.data) for r in present), b"mdat")
-    return b"".join((_STYP, moof, mdat_header, *(r.data for r in present)))
+    mdat_header = struct.pack(">I4s", 8 + sum(len(run.data) for _, run in present), b"mdat")
+    return b"".join((_STYP, moof, mdat_header, *(run.data for _, run in present)))
 
 
 def _traf(run: SampleRun, track_id: int) -> tuple[bytes, int]:
