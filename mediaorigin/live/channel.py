@@ -52,9 +52,9 @@ class ChannelSettings:
     ladder: tuple[str, ...] = ()  # transcoded rungs, e.g. ("720p", "360p")
 
 
-def muxed_name(video: str, prefix: str = "av") -> str:
-    """The muxed twin of a video rendition: "video" -> "av", "720p" -> "av-720p" (prefix
-    "ts": its MPEG-TS twin)."""
+def twin_name(video: str, prefix: str = "av") -> str:
+    """A video rendition's twin that carries the audio too: "video" -> "av", "720p" ->
+    "av-720p" (fMP4); with prefix "ts", "ts" and "ts-720p" (MPEG-TS)."""
     return prefix if video == "video" else f"{prefix}-{video}"
 
 
@@ -260,10 +260,10 @@ class LiveChannel:
         for name, t in tracks.items():
             if t.kind != "video":
                 continue
-            info.ts[muxed_name(name, "ts")] = (name, "audio")
+            info.ts[twin_name(name, "ts")] = (name, "audio")
             if "audio" in tracks:
-                info.muxed[muxed_name(name)] = (name, "audio")
-                info.inits[muxed_name(name)] = init_segment(t, tracks["audio"])
+                info.muxed[twin_name(name)] = (name, "audio")
+                info.inits[twin_name(name)] = init_segment(t, tracks["audio"])
         if not info.ts:
             info.ts["ts"] = ("video", "audio")  # audio only
         self.epochs[epoch.number] = info

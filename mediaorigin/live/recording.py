@@ -67,35 +67,30 @@ def join_rendition(directory: Path, name: str, work: Path) -> list[Path]:
     return groups
 
 
-def write_recording(tracks: list[list[Path]], out: Path) -> float:
-    """One MP4 (faststart) with a track per list of groups; returns its duration. Every
-    stream is added before the first packet is written (the header goes out with it)."""
+def write_recording(tracks: list[list[Path]], out: Path) -> None:
+    """One MP4 (faststart) with a track per list of groups. Every stream is added before
+    the first packet is written (the header goes out with it)."""
     with av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
         writers = [_copier(dst, groups[0]) if len(groups) == 1 else _reencoder(dst, groups)
                    for groups in tracks]
-        return max(write() for write in writers)
+        for write in writers:
+            write()
 
 
-Writer = Callable[[], float]  # writes a track, returns where it ends (seconds)
+Writer = Callable[[], None]  # writes one track
 
 
 def _copier(dst: av.container.OutputContainer, source: Path) -> Writer:
     with av.open(str(source)) as c:
         stream = dst.add_stream_from_template(c.streams[0])
 
-    def write() -> float:
-        duration = 0.0
+    def write() -> None:
         with av.open(str(source)) as c:
-            src = c.streams[0]
-            for packet in c.demux(src):
-                if packet.dts is None:
+            for packet in c.demux(c.streams[0]):
+                if packet.dts is None:  # the demuxer's flush packet
                     continue
-                end = float((packet.pts or packet.dts) * src.time_base) + float(
-                    (packet.duration or 0) * src.time_base)
-                duration = max(duration, end)
                 packet.stream = stream
                 dst.mux(packet)
-        return duration
 
     return write
 
@@ -131,7 +126,7 @@ def _reencoder(dst: av.container.OutputContainer, groups: list[Path]) -> Writer:
             yield from resampler.resample(frame)
         yield from resampler.resample(None)
 
-    def write() -> float:
+    def write() -> None:
         log.info("recording: re-encoding %s (%d configurations)", kind, len(groups))
         end = 0  # in 1/rate: where the next frame may start
         for path in groups:
@@ -144,7 +139,6 @@ def _reencoder(dst: av.container.OutputContainer, groups: list[Path]) -> Writer:
                     end = out.pts + (1 if kind == "video" else out.samples)
                     dst.mux(stream.encode(out))
         dst.mux(stream.encode(None))
-        return end / rate
 
     return write
 
