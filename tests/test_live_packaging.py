@@ -9,6 +9,7 @@ import io
 import json
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -281,3 +282,25 @@ async def test_one_track_streams_list_what_they_have(tmp_path: Path, kind: str) 
                             str(out)], capture_output=True, text=True, check=True).stdout
     assert [s["codec_type"] for s in json.loads(probe)["streams"]] == [kind]
     assert await channel.segment("av", 0) is None
+
+
+async def test_rendition_reports_name_the_renditions_of_the_same_master(
+        tmp_path: Path, clip: Path) -> None:
+    """A muxed playlist reports the other muxed ones (a ladder rung's twin), a video or
+    audio playlist the video and audio ones; TS twins, which have no parts, never."""
+    channel = LiveChannel("live_r", ChannelSettings(), tmp_path / "r")
+    channel.begin_epoch()
+    feed(channel, clip)
+    w = channel.window()
+    av = next(r for r in w.renditions if r.name == "av")
+    w.renditions.append(replace(av, name="av-360p"))  # as a ladder rung's twin is listed
+    assert sorted(r.name for r in w.renditions) == ["audio", "av", "av-360p", "ts", "video"]
+
+    def reported(rendition: str) -> list[str]:
+        return re.findall(r'RENDITION-REPORT:URI="\.\./([^/]+)/', hls.media(w, rendition, ""))
+
+    assert reported("av") == ["av-360p"]
+    assert reported("av-360p") == ["av"]
+    assert reported("video") == ["audio"] and reported("audio") == ["video"]
+    assert "RENDITION-REPORT" not in hls.media(w, "ts", "", ts=True)
+    await channel.end()

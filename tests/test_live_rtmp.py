@@ -213,6 +213,8 @@ def test_ll_hls_playlists_follow_the_spec(origin: OriginThread, clip: Path) -> N
             assert durations and max(durations) <= target
             assert min(durations[:-1], default=target) >= 0.85 * target
         assert "#EXT-X-RENDITION-REPORT:URI=\"../audio/index.m3u8\"" in text
+        # ... and only the renditions listed beside it (not the muxed or the TS twins)
+        assert re.findall(r'RENDITION-REPORT:URI="\.\./([^/]+)/', text) == ["audio"]
         assert re.search(r"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1\.50?\d?,"
                          r"CAN-SKIP-UNTIL=12\n", text)
         # Too far ahead, or a part without its segment number: 400 at once.

@@ -12,6 +12,9 @@ from datetime import UTC, datetime
 
 from ..live.window import LiveSegment, LiveWindow
 
+# Which renditions a master lists together: the muxed ones, or (without audio to mux) the
+# video and audio ones. TS renditions have no parts, so nothing reports them.
+_MASTER_OF = {"muxed": "muxed", "video": "demuxed", "audio": "demuxed"}
 PART_HOLD_BACK_PARTS = 3.0  # PART-HOLD-BACK in part targets (the spec's recommendation)
 SKIP_TARGETS = 6  # CAN-SKIP-UNTIL in target durations
 
@@ -115,9 +118,9 @@ def media(w: LiveWindow, rendition: str, query: str, *, ts: bool = False,
     elif parts_on and segments:
         nxt_msn, nxt_part = next_part(segments[-1])
         body.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{nxt_msn}.{nxt_part}.{ext}{q}"')
-        muxed = any(r.name == rendition and r.kind == "muxed" for r in w.renditions)
+        group = _MASTER_OF.get(next((r.kind for r in w.renditions if r.name == rendition), ""))
         for other in w.renditions:  # the others a player may switch to: of the same master
-            if other.name != rendition and (other.kind == "muxed") == muxed:
+            if other.name != rendition and _MASTER_OF.get(other.kind) == group:
                 msn, part = last_part(segments[-1])
                 body.append(f'#EXT-X-RENDITION-REPORT:URI="../{other.name}/index.m3u8{q}",'
                             f"LAST-MSN={msn},LAST-PART={part}")

@@ -42,12 +42,12 @@ class LiveSegment:
 @dataclass(frozen=True, slots=True)
 class LiveRendition:
     name: str  # URL path element: "video", "audio", "720p", "av"
-    kind: str  # "video", "audio", or "muxed" (video and audio in one fMP4)
-    codec: CodecInfo  # of the newest epoch (muxed: of its video)
+    kind: str  # "video", "audio", "muxed" (video and audio in one fMP4), "ts" (MPEG-TS)
+    codec: CodecInfo  # of the newest epoch (muxed, ts: of its video, else its audio)
     timescale: int
     bandwidth: int  # bits/s, peak as measured (or estimated before the first segments)
     average_bandwidth: int
-    carries: tuple[str, ...] = ()  # muxed: the renditions it carries, video first
+    carries: tuple[str, ...] = ()  # muxed, ts: the renditions it carries, video first
 
 
 @dataclass(slots=True)
