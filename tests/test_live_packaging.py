@@ -9,6 +9,7 @@ import io
 import json
 import re
 import subprocess
+from array import array
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from media import run_ffmpeg
 from mediaorigin.ingest.frames import Frame, TrackConfig
 from mediaorigin.live.channel import ChannelSettings, LiveChannel
 from mediaorigin.live.epoch import Epoch
+from mediaorigin.live.silence import silent_aac_frame
 from mediaorigin.packaging.dash.live import live_mpd
 from mediaorigin.packaging.fmp4.reader import read_fragments
 from mediaorigin.packaging.fmp4.writer import init_segment, media_segment, muxed_segment
@@ -154,6 +156,91 @@ def test_muxed_fragments_carry_both_tracks_sample_for_sample(clip: Path) -> None
         assert got[kind] == want, kind
         assert len(want) > 10
 
+
+def _decoded_audio(parts: list) -> tuple[int, float]:
+    """(samples, peak amplitude) of the audio runs of `parts`, decoded as one muxed file."""
+    track = parts[0].audio.track
+    data = init_segment(track) + b"".join(
+        media_segment(p.audio, n) for n, p in enumerate(parts, 1) if len(p.audio))
+    samples, peak = 0, 0.0
+    with av.open(io.BytesIO(data), format="mp4") as c:
+        for frame in c.decode(audio=0):
+            assert frame.format.name == "fltp"
+            samples += frame.samples
+            for plane in frame.planes:
+                values = array("f", bytes(plane)[: 4 * frame.samples])
+                peak = max(peak, max(values), -min(values))
+    return samples, peak
+
+
+def test_audio_that_stops_is_filled_with_silence(tmp_path: Path, clip: Path) -> None:
+    """An epoch whose audio track gets no frames (a publisher back without its microphone
+    keeps the lecture's audio track): parts wait AUDIO_WAIT once, then go out as they close,
+    their audio silent frames that continue the track exactly to each part's end."""
+    video_only = _encode(tmp_path / "v.mp4", seconds=6, audio=False)
+    epoch = Epoch(1, 0.0, target=2.0, part_target=0.5, configs={"audio": _audio_config(clip)})
+    released = feed(epoch, video_only)
+    last = epoch.finish()
+    # The first four parts wait until the video is 1.5 s past the first one's end, then
+    # every part goes out as soon as it closes.
+    assert [len(batch) for batch in released if batch] == [4] + [1] * 7
+    assert next(i for i, batch in enumerate(released) if batch) == 61  # the frame at 2.033 s
+    parts = [p for batch in released for p in batch] + last
+    assert len(parts) == 12
+    end = 0
+    for p in parts:
+        assert len(p.audio) > 0 and p.audio.base_time == end  # continuous from zero
+        end = p.audio.base_time + sum(p.audio.durations)
+        video_end = (p.video.base_time + sum(p.video.durations)) * 48000 // 90000
+        assert video_end <= end < video_end + 1024
+    samples, peak = _decoded_audio(parts)
+    assert samples == end and peak == 0.0
+
+
+def test_audio_gap_is_filled_and_late_audio_dropped(clip: Path) -> None:
+    """Audio that stalls mid-epoch for 2.5 s and then arrives all at once: the parts that
+    went out meanwhile carry silence, the late frames for them are dropped, the rest is
+    carried; the audio timeline never overlaps and never leaves a gap of a frame."""
+    frames: list[Frame] = []
+    late: list[Frame] = []
+    with av.open(str(clip)) as c:
+        configs = {s.type: TrackConfig(s.type, "h264" if s.type == "video" else "aac",
+                                       bytes(s.codec_context.extradata),
+                                       s.time_base.denominator) for s in c.streams}
+        for p in c.demux():
+            if not p.size:
+                continue
+            f = Frame(p.stream.type, p.dts, p.pts - p.dts, p.is_keyframe, bytes(p))
+            t = float(p.dts * p.time_base)
+            if f.kind == "audio" and 1.0 <= t < 3.5:
+                late.append(f)
+                continue
+            if f.kind == "video" and t >= 3.5 and late:
+                frames += late  # the stalled audio turns up all at once
+                late = []
+            frames.append(f)
+    epoch = Epoch(0, 0.0, target=2.0, part_target=0.5)
+    for config in configs.values():
+        epoch.on_track(config)
+    parts = [p for f in frames for p in epoch.on_frame(f)] + epoch.finish()
+    assert len(parts) == 12
+    end = parts[0].audio.base_time  # where the clip's audio starts
+    for p in parts:
+        assert end <= p.audio.base_time < end + 1024
+        end = p.audio.base_time + sum(p.audio.durations)
+    silence = silent_aac_frame(configs["audio"].config)
+    assert silence
+    silent = [p for p in parts if p.audio.data == silence * len(p.audio)]
+    assert 2 <= len(silent) <= 5  # the parts released while the audio was stalled
+    samples, _ = _decoded_audio(parts)
+    assert abs(samples - end) < 1024 * len(parts)
+
+
+def _audio_config(clip: Path) -> TrackConfig:
+    with av.open(str(clip)) as c:
+        a = c.streams.audio[0]
+        return TrackConfig("audio", "aac", bytes(a.codec_context.extradata),
+                           a.time_base.denominator)
 
 async def test_playlists_window_skip_and_disk(tmp_path: Path, clip: Path) -> None:
     channel = LiveChannel("live_x", ChannelSettings(dvr_window=0, window=3, memory_segments=1),

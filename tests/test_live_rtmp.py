@@ -7,14 +7,17 @@ and the recording lands in the library frame-identical to what was published.
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import threading
 import time
+from array import array
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import av
 import pytest
 from library_fixtures import ADMIN_KEY, OTHER_ORG_KEY, STUDENT_KEY, auth, library_config
 from media import run_ffmpeg
@@ -309,6 +312,59 @@ def test_a_publisher_back_in_another_format_stays_in_the_recording(tmp_path: Pat
         assert abs(media["metadata"]["duration"] - 2 * CLIP_SECONDS) < 0.2
     finally:
         origin.stop()
+
+
+def test_a_publisher_back_without_audio_keeps_the_audio_track(tmp_path: Path,
+                                                              clip: Path) -> None:
+    """The lecturer comes back without a microphone: the lecture keeps its audio track,
+    filled with silence, so the muxed rendition players are given still carries both tracks
+    (a track without samples stalls them), and the recording's audio lasts the lecture."""
+    silent_video = tmp_path / "camera-only.mp4"
+    run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={FPS}", "-c:v", "libx264",
+                "-preset", "ultrafast", "-g", str(FPS), "-bf", "2", "-t", str(CLIP_SECONDS),
+                str(silent_video)])
+    origin = live_origin(tmp_path, reconnect_grace=5.0)
+    try:
+        stream = create(origin)
+        live_id = stream["id"]
+        for source in (clip, silent_video):
+            p = publish(stream, source, realtime=False)
+            assert p.wait(30) == 0
+            wait_until(lambda: state(origin, live_id)["state"] == "reconnecting")
+        text = origin.get(f"/live/{live_id}/av/index.m3u8").body.decode()
+        second = text.split('EXT-X-MAP:URI="init-1.mp4"')[1]
+        msns = re.findall(r"^(\d+)\.m4s", second, re.M)
+        assert len(msns) == 2  # 4 s in 2 s segments
+        data = origin.get(f"/live/{live_id}/av/init-1.mp4").body + b"".join(
+            origin.get(f"/live/{live_id}/av/{n}.m4s").body for n in msns)
+        video, audio = probe_streams(data)
+        assert int(video["nb_read_packets"]) == CLIP_SECONDS * FPS
+        # 4 s of 1024-sample frames at 48 kHz, to the last video frame's end
+        assert int(audio["nb_read_packets"]) == math.ceil(CLIP_SECONDS * 48000 / 1024)
+        assert origin.request("DELETE", f"/api/live/{live_id}", None, auth()).status == 200
+        media_id = ended_with_recording(origin, live_id)
+        stored = origin.config.path(origin.config.storage.root) / "media" / media_id
+        recording = str(next(stored.glob("g*/0.mp4")))
+        video, audio = probe_streams(recording)
+        assert int(video["nb_read_packets"]) == 2 * CLIP_SECONDS * FPS
+        assert abs(float(audio["duration"]) - 2 * CLIP_SECONDS) < 0.1
+        assert _peak(recording, 0.5, CLIP_SECONDS - 0.5) > 0.05  # the sine (amplitude 1/8)
+        assert _peak(recording, CLIP_SECONDS + 0.1, 2 * CLIP_SECONDS) == 0.0  # silence
+    finally:
+        origin.stop()
+
+
+def _peak(path: str, start: float, end: float) -> float:
+    """The largest sample magnitude of the audio between two times (PyAV decodes it)."""
+    peak = 0.0
+    with av.open(path) as c:
+        for frame in c.decode(audio=0):
+            if frame.time is None or not start <= frame.time < end:
+                continue
+            for plane in frame.planes:
+                values = array("f", bytes(plane)[: 4 * frame.samples])
+                peak = max(peak, max(values), -min(values))
+    return peak
 
 
 def test_stream_keys_are_checked_and_one_publisher_at_a_time(origin: OriginThread,

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from ..ingest.frames import Frame, TrackConfig
-from ..packaging.live.cutter import CutPart, Cutter, live_track
+from ..packaging.live.cutter import AAC_FRAME, CutPart, Cutter, live_track
 from ..packaging.model import MediaError, Track
 from ..packaging.mp4.sample_entries import aac_sample_entry, avc_sample_entry, hevc_sample_entry
+from .silence import silent_aac_frame
 
 log = logging.getLogger(__name__)
 
 VIDEO_TIMESCALE = 90_000
-AAC_FRAME = 1024
 STARTUP_WAIT = 1.0  # seconds of media to wait for a second track's configuration
 
 
@@ -146,8 +146,9 @@ class Epoch:
             self._pending = self._pending[-200:]
             return []
         self.tracks = tracks
+        silence = silent_aac_frame(audio_cfg.config) if audio_cfg is not None else None
         self._cutter = Cutter(tracks.video, tracks.audio, self.target, self.part_target,
-                              tracks.rungs)
+                              tracks.rungs, silence)
         pending, self._pending = self._pending, []
         pending_rungs, self._pending_rungs = self._pending_rungs, []
         parts: list[CutPart] = []

@@ -6,7 +6,10 @@ keyframe and parts are the target give or take half a frame (the playlist announ
 longest one as PART-TARGET). Audio follows
 video: the audio part for [a, b) is complete once an audio frame at or after b has arrived, and
 both tracks' parts are released together so every rendition lists the same parts. Without
-video, audio cuts on its own.
+video, audio cuts on its own. When the audio stops (a muted encoder, a publisher back without
+a microphone on a lecture that had one), parts go out without it after AUDIO_WAIT, filled
+with silent frames when the epoch has one: the audio track stays continuous, so players of
+the muxed renditions do not stall on a track that has no samples.
 
 Lower ABR rungs (transcoded from the published video, no B-frames, keyframes exactly where
 the source has them) follow the same cuts: a rung part holds the rung frames presented before
@@ -28,6 +31,7 @@ from ..model import CodecInfo, SampleRun, Track
 # not stall the picture); the same for a transcoded rung that cannot keep up.
 AUDIO_WAIT = 1.5
 RUNG_WAIT = 3.0
+AAC_FRAME = 1024  # samples in an AAC frame: a silent frame's duration
 
 
 @dataclass(slots=True)
@@ -72,7 +76,10 @@ class _Open:
 
 class Cutter:
     def __init__(self, video: Track | None, audio: Track | None, target: float,
-                 part_target: float, rungs: dict[str, Track] | None = None) -> None:
+                 part_target: float, rungs: dict[str, Track] | None = None,
+                 silence: bytes | None = None) -> None:
+        """`silence`: one silent audio frame (AAC: 1024 samples) that fills the audio of parts
+        released without it."""
         if video is None and audio is None:
             raise ValueError("a live epoch needs a video or an audio track")
         self.video, self.audio = video, audio
@@ -90,6 +97,9 @@ class Cutter:
         self._audio: list[Sample] = []
         self._last_duration = 0
         self._last_audio_duration = 1024
+        self._silence = silence if video is not None and audio is not None else None
+        self._audio_end: int | None = None  # where the audio of the parts released so far ends
+        self._audio_missing = False  # a part went out without waiting audio; none came since
 
     # --- input ---------------------------------------------------------------------------
 
@@ -106,6 +116,9 @@ class Cutter:
             return self._push_driver(sample)
         if self._audio and dts <= self._audio[-1].dts:
             return []  # duplicate or out of order: dropped, audio decode order is strict
+        if self._audio_end is not None and dts < self._audio_end:
+            return []  # late: its part went out without it (filled with silence)
+        self._audio_missing = False
         self._audio.append(sample)
         return self._release()
 
@@ -183,6 +196,8 @@ class Cutter:
         boundary = self._audio_ticks(part.end)
         if self._audio and self._audio[-1].dts >= boundary:
             return True
+        if self._audio_missing:
+            return True  # waited once already: the parts after it are not held back again
         newest = self._open.samples[-1].dts if self._open and self._open.samples else part.end
         return newest - part.end > AUDIO_WAIT * self.video.timescale
 
@@ -229,9 +244,14 @@ class Cutter:
                          len(self._audio))
                 taken, self._audio = self._audio[:n], self._audio[n:]
                 following = self._audio[0].dts if self._audio else None
+                if following is None:  # no audio beyond the part: silence up to its end
+                    self._audio_missing = not final
+                    taken += self._silent_samples(taken, start, boundary)
                 audio_run = _run(self.audio, taken, following, self._last_audio_duration)
                 if len(taken) > 1:
                     self._last_audio_duration = taken[-1].dts - taken[-2].dts
+                if taken:
+                    self._audio_end = taken[-1].dts + audio_run.durations[-1]
         else:
             audio_run = _run(driver, part.samples, end)
         return CutPart(start / ts, (end - start) / ts,
@@ -239,6 +259,20 @@ class Cutter:
                        new_segment=part.new_segment, ends_segment=part.ends_segment or final,
                        video=video_run, audio=audio_run,
                        rungs=self._take_rungs(part, final) if self.rungs else {})
+
+    def _silent_samples(self, taken: list[Sample], start: int, boundary: int) -> list[Sample]:
+        """Silent frames from the end of the part's audio (or of the audio before it, or the
+        part's start) up to its boundary."""
+        if self._silence is None:
+            return []
+        frame = AAC_FRAME
+        if taken:
+            at = taken[-1].dts + frame
+        elif self._audio_end is not None:
+            at = self._audio_end
+        else:
+            at = self._audio_ticks(start)
+        return [Sample(t, 0, True, self._silence) for t in range(at, boundary, frame)]
 
 
 def _run(track: Track, samples: list[Sample], end: int | None,
