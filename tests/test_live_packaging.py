@@ -236,6 +236,60 @@ def test_audio_gap_is_filled_and_late_audio_dropped(clip: Path) -> None:
     assert abs(samples - end) < 1024 * len(parts)
 
 
+
+async def test_audio_without_video_carries_a_slate_until_the_video_comes(
+        tmp_path: Path, clip: Path) -> None:
+    """A publisher that announces video but sends only audio: after SLATE_WAIT the epoch
+    carries a black slate in the video's size (10 fps, so that no audio is held back or
+    lost); when the video frames come after all, a new epoch starts with them."""
+    voice = _encode(tmp_path / "voice.m4a", seconds=3, video=False)
+    channel = LiveChannel("live_s", ChannelSettings(), tmp_path / "s")
+    channel.begin_epoch()
+    with av.open(str(clip)) as c:
+        for stream in c.streams:
+            channel.on_track(TrackConfig(stream.type, "h264" if stream.type == "video"
+                                         else "aac", bytes(stream.codec_context.extradata),
+                                         stream.time_base.denominator))
+    voice_packets = []
+    with av.open(str(voice)) as c:
+        for p in c.demux():
+            if p.size:
+                voice_packets.append(bytes(p))
+                channel.on_frame(Frame("audio", p.dts, 0, True, bytes(p)))
+    with av.open(str(clip)) as c:  # the same connection, its clock 3 s on
+        for p in c.demux():
+            if p.size:
+                shift = 3 * p.time_base.denominator // p.time_base.numerator
+                channel.on_frame(Frame(p.stream.type, p.dts + shift, p.pts - p.dts,
+                                       p.is_keyframe, bytes(p)))
+    await channel.end()
+    assert sorted(channel.epochs) == [0, 1]
+    slate, video = channel.epochs[0].tracks["video"], channel.epochs[1].tracks["video"]
+    assert (slate.codec.width, slate.codec.height) == (320, 240)
+    assert slate.codec.config != video.codec.config
+
+    async def samples(name: str, epoch: int) -> list[bytes]:
+        track = channel.epochs[epoch].tracks[name]
+        out = []
+        for seg in channel.window().segments:
+            if seg.epoch == epoch:
+                run = read_fragments(await channel.segment(name, seg.msn), track)
+                at = 0
+                for size in run.sizes:
+                    out.append(bytes(run.data[at : at + size]))
+                    at += size
+        return out
+
+    assert abs(len(await samples("video", 0)) - 30) <= 1  # 3 s of slate at 10 fps
+    audio = await samples("audio", 0)
+    silence = silent_aac_frame(channel.epochs[0].tracks["audio"].codec.config)
+    # every packet of the voice, then silence up to the end of the slate's last frame
+    assert audio[: len(voice_packets)] == voice_packets
+    assert 0 < len(audio) - len(voice_packets) <= 5
+    assert set(audio[len(voice_packets) :]) == {silence}
+    assert len(await samples("video", 1)) == 180  # every frame of the clip
+
+
 def _audio_config(clip: Path) -> TrackConfig:
     with av.open(str(clip)) as c:
         a = c.streams.audio[0]

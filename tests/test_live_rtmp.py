@@ -354,6 +354,52 @@ def test_a_publisher_back_without_audio_keeps_the_audio_track(tmp_path: Path,
         origin.stop()
 
 
+
+def test_a_publisher_back_without_video_keeps_the_lecture_going(tmp_path: Path,
+                                                                clip: Path) -> None:
+    """The lecturer comes back with sound only: after 2 s of audio without a video frame
+    the lecture's video track carries a black slate (its own init, after a discontinuity),
+    so none of the audio is lost and players keep both tracks; the recording has every
+    audio packet and a video track for the whole lecture."""
+    voice = tmp_path / "voice.m4a"
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=660:sample_rate=48000", "-ac", "2",
+                "-c:a", "aac", "-t", str(CLIP_SECONDS), str(voice)])
+    origin = live_origin(tmp_path, reconnect_grace=5.0)
+    try:
+        stream = create(origin)
+        live_id = stream["id"]
+        for source in (clip, voice):
+            p = publish(stream, source, realtime=False)
+            assert p.wait(30) == 0
+            wait_until(lambda: state(origin, live_id)["state"] == "reconnecting")
+        text = origin.get(f"/live/{live_id}/av/index.m3u8").body.decode()
+        assert text.count("#EXT-X-DISCONTINUITY\n") == 1
+        second = text.split('EXT-X-MAP:URI="init-1.mp4"')[1]
+        msns = re.findall(r"^(\d+)\.m4s", second, re.M)
+        data = origin.get(f"/live/{live_id}/av/init-1.mp4").body + b"".join(
+            origin.get(f"/live/{live_id}/av/{n}.m4s").body for n in msns)
+        video, audio = probe_streams(data)
+        assert (video["codec_name"], video["width"], video["height"]) == ("h264", 320, 240)
+        slate_frames = int(video["nb_read_packets"])  # 10 fps while the audio lasts
+        assert abs(slate_frames - CLIP_SECONDS * 10) <= 1
+        live_file = tmp_path / "second-epoch.mp4"
+        live_file.write_bytes(data)
+        voice_packets = framemd5(str(voice), "a:0", packets=True)
+        carried = framemd5(str(live_file), "a:0", packets=True)
+        assert carried[: len(voice_packets)] == voice_packets  # every one, in order
+        assert len(carried) - len(voice_packets) <= 5  # then silence to the slate's end
+        assert origin.request("DELETE", f"/api/live/{live_id}", None, auth()).status == 200
+        media_id = ended_with_recording(origin, live_id)
+        stored = origin.config.path(origin.config.storage.root) / "media" / media_id
+        recording = str(next(stored.glob("g*/0.mp4")))
+        video, audio = probe_streams(recording)
+        assert int(video["nb_read_packets"]) == CLIP_SECONDS * FPS + slate_frames
+        assert abs(float(video["duration"]) - 2 * CLIP_SECONDS) < 0.15
+        assert abs(float(audio["duration"]) - 2 * CLIP_SECONDS) < 0.2  # + the silent tail
+        assert _peak(recording, CLIP_SECONDS + 0.5, 2 * CLIP_SECONDS - 0.5) > 0.05  # the voice
+    finally:
+        origin.stop()
+
 def _peak(path: str, start: float, end: float) -> float:
     """The largest sample magnitude of the audio between two times (PyAV decodes it)."""
     peak = 0.0

@@ -24,7 +24,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
+
+import av
 
 from ..ingest.frames import Frame, TrackConfig
 from ..packaging.fmp4.reader import read_fragments
@@ -34,8 +37,9 @@ from ..packaging.live.window import LivePart, LiveRendition, LiveSegment, LiveWi
 from ..packaging.model import MediaError, SampleRun, Track
 from ..packaging.mp4.sample_entries import avc_sample_entry
 from ..packaging.ts.writer import write_ts_segment
-from .epoch import Epoch, EpochConfigChanged
+from .epoch import Epoch, EpochConfigChanged, track_for
 from .ladder import LiveLadder
+from .slate import SLATE_WAIT, SlateClock, make_slate
 from .stats import IngestStats
 
 log = logging.getLogger(__name__)
@@ -115,12 +119,15 @@ class LiveChannel:
         self._changed_at = self._loop.time()
         self._tick: asyncio.TimerHandle | None = None
         self._tick_period = min(1.0, settings.blocking_timeout / 4)
+        self._audio_only_since: Fraction | None = None  # publisher clock, this epoch
+        self._slate: SlateClock | None = None  # this epoch carries the slate
 
     # --- ingest ----------------------------------------------------------------------------
 
     def begin_epoch(self) -> None:
         """A publisher (re)connected: what it sends starts after a discontinuity."""
         self._end_epoch()
+        self._audio_only_since, self._slate = None, None
         number = max([*self.epochs, -1]) + 1
         offset = self._timeline_end()
         self._epoch = Epoch(number, offset, self.settings.target, self.settings.part_target,
@@ -141,16 +148,72 @@ class LiveChannel:
             log.warning("live %s: unusable %s configuration: %s", self.id, config.kind, e)
             return
         self._configs[config.kind] = config
-        if config.kind == "video" and config.codec == "h264" and self.settings.ladder:
-            self._start_ladder(config)
+        if config.kind == "video":
+            self._warm_slate(config)
+            if config.codec == "h264" and self.settings.ladder:
+                self._start_ladder(config)
 
     def on_frame(self, frame: Frame) -> None:
         self.stats.frame(frame)
         if self._epoch is None or self.state == "ended":
             return
+        if frame.kind == "video" and self._slate is not None:
+            # The publisher's video after all: a new epoch, with the video it had.
+            video = self._slate.replaced
+            self.begin_epoch()
+            self.on_track(video)
+        audio = self._epoch.configs.get("audio")
+        if frame.kind == "audio" and audio is not None:
+            at = Fraction(frame.dts, audio.timescale)
+            if self._slate is None and self._needs_slate(self._epoch, at):
+                self._begin_slate(self._epoch)
+            if self._slate is not None:
+                for still in self._slate.until(at):
+                    self._frame(still)
+        self._frame(frame)
+
+    def _frame(self, frame: Frame) -> None:
+        assert self._epoch is not None
         if frame.kind == "video" and self._ladder is not None:
             self._ladder.on_frame(frame)
         self._take(self._epoch, self._epoch.on_frame(frame))
+
+    def _needs_slate(self, epoch: Epoch, at: Fraction) -> bool:
+        """Whether a lecture with video has had SLATE_WAIT seconds of this publisher's audio
+        and no video frame (a lecturer back without a camera)."""
+        if epoch.started or epoch.video_frames or "video" not in epoch.configs:
+            return False
+        if self._audio_only_since is None:
+            self._audio_only_since = at
+        return at - self._audio_only_since >= SLATE_WAIT
+
+    def _slate_size(self, video: TrackConfig) -> tuple[int, int, float]:
+        try:
+            codec = track_for(video).codec
+        except MediaError:
+            return 1280, 720, self.settings.target
+        return codec.width or 1280, codec.height or 720, self.settings.target
+
+    def _warm_slate(self, video: TrackConfig) -> None:
+        """Make the slate for this video's size in a thread now: encoding it takes ~0.1 s
+        at 1080p, which the event loop must not spend when a publisher returns without
+        video."""
+        made = self._loop.run_in_executor(None, make_slate, *self._slate_size(video))
+        made.add_done_callback(lambda f: f.cancelled() or f.exception())  # raised again if used
+
+    def _begin_slate(self, epoch: Epoch) -> None:
+        """The epoch carries the slate, in the size of the lecture's video, from the first
+        audio frame on (its config replaces the video's before the epoch starts)."""
+        assert self._audio_only_since is not None
+        try:
+            slate = make_slate(*self._slate_size(epoch.configs["video"]))
+        except (MediaError, av.FFmpegError) as e:
+            log.warning("live %s: no slate (%s); waiting for video", self.id, e)
+            self._audio_only_since = None  # tried again after SLATE_WAIT more seconds
+            return
+        log.info("live %s: audio without video; the video track carries a slate", self.id)
+        self._slate = SlateClock(slate, self._audio_only_since, epoch.configs["video"])
+        self.on_track(slate.config)
 
     def _take(self, epoch: Epoch, parts: list[CutPart]) -> None:
         if epoch.number not in self.epochs and epoch.started:

@@ -63,6 +63,7 @@ class Epoch:
         self._origin = Fraction(0)  # input seconds that map to `offset`
         self._audio_next: int | None = None
         self.frames = 0
+        self.video_frames = 0
         # Rung name -> its configuration once the transcoder sent it (None: not yet).
         self.rung_configs: dict[str, TrackConfig | None] = dict(rungs or {})
         self._pending_rungs: list[tuple[str, Frame]] = []
@@ -83,6 +84,7 @@ class Epoch:
 
     def on_frame(self, frame: Frame) -> list[CutPart]:
         self.frames += 1
+        self.video_frames += frame.kind == "video"
         if not self.started:
             self._pending.append(frame)
             return self._try_start()
