@@ -591,3 +591,34 @@ def test_live_abr_ladder_is_aligned_with_the_source(tmp_path: Path) -> None:
         assert mpd.count("<Representation ") == 3
     finally:
         origin.stop()
+
+
+def test_a_slate_goes_down_the_ladder_too(tmp_path: Path) -> None:
+    """With a live ladder, the slate of a publisher back without video is transcoded like
+    the video it stands in for: the rung's twin lists the second epoch with its pictures."""
+    source, voice = tmp_path / "hd.mp4", tmp_path / "voice.m4a"
+    run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate={FPS}", "-f", "lavfi",
+                "-i", "sine=frequency=440:sample_rate=48000", "-ac", "2", "-c:v", "libx264",
+                "-preset", "ultrafast", "-g", str(FPS), "-bf", "2", "-c:a", "aac",
+                "-t", str(CLIP_SECONDS), str(source)])
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=660:sample_rate=48000", "-ac", "2",
+                "-c:a", "aac", "-t", str(CLIP_SECONDS), str(voice)])
+    origin = live_origin(tmp_path, reconnect_grace=5.0)
+    try:
+        stream = create(origin, ladder=["360p"])
+        live_id = stream["id"]
+        for media in (source, voice):
+            p = publish(stream, media)
+            assert p.wait(30) == 0
+            wait_until(lambda: state(origin, live_id)["state"] == "reconnecting")
+        text = origin.get(f"/live/{live_id}/av-360p/index.m3u8").body.decode()
+        second = text.split('EXT-X-MAP:URI="init-1.mp4"')[1]
+        msns = re.findall(r"^(\d+)\.m4s", second, re.M)
+        data = origin.get(f"/live/{live_id}/av-360p/init-1.mp4").body + b"".join(
+            origin.get(f"/live/{live_id}/av-360p/{n}.m4s").body for n in msns)
+        video, audio = probe_streams(data)
+        assert (video["codec_name"], video["width"], video["height"]) == ("h264", 640, 360)
+        assert abs(int(video["nb_read_packets"]) - CLIP_SECONDS * 10) <= 1
+        assert int(audio["nb_read_packets"]) >= len(framemd5(str(voice), "a:0", packets=True))
+    finally:
+        origin.stop()

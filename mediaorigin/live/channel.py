@@ -39,7 +39,7 @@ from ..packaging.mp4.sample_entries import avc_sample_entry
 from ..packaging.ts.writer import write_ts_segment
 from .epoch import Epoch, EpochConfigChanged, track_for
 from .ladder import LiveLadder
-from .slate import SLATE_WAIT, SlateClock, make_slate
+from .slate import SLATE_WAIT, SlateClock, slates_for
 from .stats import IngestStats
 
 log = logging.getLogger(__name__)
@@ -168,12 +168,10 @@ class LiveChannel:
             if self._slate is None and self._needs_slate(self._epoch, at):
                 self._begin_slate(self._epoch)
             if self._slate is not None:
-                for still in self._slate.until(at):
-                    self._frame(still)
-        self._frame(frame)
-
-    def _frame(self, frame: Frame) -> None:
-        assert self._epoch is not None
+                epoch = self._epoch
+                for name, still in self._slate.until(at):
+                    self._take(epoch, epoch.on_frame(still) if name == "video"
+                               else epoch.on_rung_frame(name, still))
         if frame.kind == "video" and self._ladder is not None:
             self._ladder.on_frame(frame)
         self._take(self._epoch, self._epoch.on_frame(frame))
@@ -187,33 +185,44 @@ class LiveChannel:
             self._audio_only_since = at
         return at - self._audio_only_since >= SLATE_WAIT
 
-    def _slate_size(self, video: TrackConfig) -> tuple[int, int, float]:
+    def _slate_shape(self, video: TrackConfig, rungs: list[str]) -> tuple[int, int,
+                                                                        dict[str, int], float]:
+        """slates_for's arguments: the video's size, its rungs' heights, the segment target."""
         try:
             codec = track_for(video).codec
+            width, height = codec.width or 1280, codec.height or 720
         except MediaError:
-            return 1280, 720, self.settings.target
-        return codec.width or 1280, codec.height or 720, self.settings.target
+            width, height = 1280, 720
+        heights = {r.name: r.height for r in LiveLadder.rungs_for(height, rungs)}
+        return width, height, heights, self.settings.target
 
     def _warm_slate(self, video: TrackConfig) -> None:
-        """Make the slate for this video's size in a thread now: encoding it takes ~0.1 s
-        at 1080p, which the event loop must not spend when a publisher returns without
+        """Make the slates for this video in a thread now: encoding one takes ~0.1 s at
+        1080p, which the event loop must not spend when a publisher returns without
         video."""
-        made = self._loop.run_in_executor(None, make_slate, *self._slate_size(video))
+        shape = self._slate_shape(video, list(self.settings.ladder))
+        made = self._loop.run_in_executor(None, slates_for, *shape)
         made.add_done_callback(lambda f: f.cancelled() or f.exception())  # raised again if used
 
     def _begin_slate(self, epoch: Epoch) -> None:
-        """The epoch carries the slate, in the size of the lecture's video, from the first
-        audio frame on (its config replaces the video's before the epoch starts)."""
+        """The epoch carries the slate, in the size of the lecture's video and of each rung,
+        from the first audio frame on: its configurations replace theirs before the epoch
+        starts, and its frames go straight to the epoch (the ladder has nothing to do)."""
         assert self._audio_only_since is not None
+        video = epoch.configs["video"]
         try:
-            slate = make_slate(*self._slate_size(epoch.configs["video"]))
+            slates = slates_for(*self._slate_shape(video, list(epoch.rung_configs)))
         except (MediaError, av.FFmpegError) as e:
             log.warning("live %s: no slate (%s); waiting for video", self.id, e)
             self._audio_only_since = None  # tried again after SLATE_WAIT more seconds
             return
-        log.info("live %s: audio without video; the video track carries a slate", self.id)
-        self._slate = SlateClock(slate, self._audio_only_since, epoch.configs["video"])
-        self.on_track(slate.config)
+        log.info("live %s: audio without video; the video carries a slate", self.id)
+        self._slate = SlateClock(slates, self._audio_only_since, video)
+        self._configs["video"] = slates["video"].config
+        epoch.on_track(slates["video"].config)
+        for name, slate in slates.items():
+            if name != "video":
+                epoch.on_rung_track(name, slate.config)
 
     def _take(self, epoch: Epoch, parts: list[CutPart]) -> None:
         if epoch.number not in self.epochs and epoch.started:

@@ -30,20 +30,14 @@ class Slate:
     config: TrackConfig  # H.264, avcC, 90 kHz
     gop: tuple[bytes, ...]  # AVCC access units: an IDR, then P-frames
 
-    def frames(self, first: int, start: Fraction, until: Fraction) -> tuple[list[Frame], int]:
-        """Frames numbered from `first` (frame k lies at start + k / SLATE_FPS input seconds)
-        that begin before `until`; and the number of the next one."""
-        out: list[Frame] = []
-        k = first
-        while start + Fraction(k, SLATE_FPS) < until:
-            at = round((start + Fraction(k, SLATE_FPS)) * SLATE_TIMESCALE)
-            i = k % len(self.gop)
-            out.append(Frame("video", at, 0, i == 0, self.gop[i]))
-            k += 1
-        return out, k
+    def frame(self, k: int, start: Fraction) -> Frame:
+        """Frame k of a slate that starts at `start` input seconds."""
+        at = round((start + Fraction(k, SLATE_FPS)) * SLATE_TIMESCALE)
+        i = k % len(self.gop)
+        return Frame("video", at, 0, i == 0, self.gop[i])
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=32)  # a few KB each: sizes of lectures and their rungs
 def make_slate(width: int, height: int, gop_seconds: float) -> Slate:
     """A black `width` x `height` slate with a keyframe every `gop_seconds` (the segment
     target, so that segments stay whole)."""
@@ -82,15 +76,34 @@ def make_slate(width: int, height: int, gop_seconds: float) -> Slate:
     return Slate(TrackConfig("video", "h264", config, SLATE_TIMESCALE), tuple(gop))
 
 
+def slates_for(width: int, height: int, rungs: dict[str, int],
+               gop_seconds: float) -> dict[str, Slate]:
+    """The slate in the video's size ("video"), and one per ladder rung (name -> height) in
+    the same shape, as the live ladder would scale it: a black picture needs no
+    transcoder."""
+    out = {"video": make_slate(width, height, gop_seconds)}
+    for name, rung_height in rungs.items():
+        rung_width = max(2, round(rung_height * width / height / 2) * 2)
+        out[name] = make_slate(rung_width, rung_height, gop_seconds)
+    return out
+
+
 class SlateClock:
-    """The slate's frames for one epoch, timed by the audio they go with: frame k at
-    `start` + k / SLATE_FPS input seconds (the publisher's clock). `replaced`: the video
-    configuration the slate stands in for."""
+    """The slates' frames for one epoch, timed by the audio they go with: frame k at
+    `start` + k / SLATE_FPS input seconds (the publisher's clock), in every rendition at
+    once. `replaced`: the video configuration the slate stands in for."""
 
-    def __init__(self, slate: Slate, start: Fraction, replaced: TrackConfig) -> None:
-        self.slate, self.start, self.replaced, self._next = slate, start, replaced, 0
+    def __init__(self, slates: dict[str, Slate], start: Fraction,
+                 replaced: TrackConfig) -> None:
+        self.slates, self.start, self.replaced, self._next = slates, start, replaced, 0
 
-    def until(self, seconds: Fraction) -> list[Frame]:
-        """The frames that begin before `seconds` and were not given yet."""
-        frames, self._next = self.slate.frames(self._next, self.start, seconds)
-        return frames
+    def until(self, seconds: Fraction) -> list[tuple[str, Frame]]:
+        """(rendition, frame) of the frames that begin before `seconds` and were not given
+        yet, the video's first at each instant."""
+        out: list[tuple[str, Frame]] = []
+        k = self._next
+        while self.start + Fraction(k, SLATE_FPS) < seconds:
+            out += [(name, slate.frame(k, self.start)) for name, slate in self.slates.items()]
+            k += 1
+        self._next = k
+        return out
