@@ -37,7 +37,7 @@ from ..packaging.live.window import LivePart, LiveRendition, LiveSegment, LiveWi
 from ..packaging.model import MediaError, SampleRun, Track
 from ..packaging.mp4.sample_entries import avc_sample_entry
 from ..packaging.ts.writer import write_ts_segment
-from .epoch import Epoch, EpochConfigChanged, track_for
+from .epoch import Epoch, EpochConfigChanged
 from .ladder import LiveLadder
 from .slate import SLATE_WAIT, SlateClock, slates_for
 from .stats import IngestStats
@@ -185,23 +185,12 @@ class LiveChannel:
             self._audio_only_since = at
         return at - self._audio_only_since >= SLATE_WAIT
 
-    def _slate_shape(self, video: TrackConfig, rungs: list[str]) -> tuple[int, int,
-                                                                        dict[str, int], float]:
-        """slates_for's arguments: the video's size, its rungs' heights, the segment target."""
-        try:
-            codec = track_for(video).codec
-            width, height = codec.width or 1280, codec.height or 720
-        except MediaError:
-            width, height = 1280, 720
-        heights = {r.name: r.height for r in LiveLadder.rungs_for(height, rungs)}
-        return width, height, heights, self.settings.target
-
     def _warm_slate(self, video: TrackConfig) -> None:
         """Make the slates for this video in a thread now: encoding one takes ~0.1 s at
         1080p, which the event loop must not spend when a publisher returns without
         video."""
-        shape = self._slate_shape(video, list(self.settings.ladder))
-        made = self._loop.run_in_executor(None, slates_for, *shape)
+        made = self._loop.run_in_executor(None, slates_for, video, self.settings.ladder,
+                                          self.settings.target)
         made.add_done_callback(lambda f: f.cancelled() or f.exception())  # raised again if used
 
     def _begin_slate(self, epoch: Epoch) -> None:
@@ -211,7 +200,7 @@ class LiveChannel:
         assert self._audio_only_since is not None
         video = epoch.configs["video"]
         try:
-            slates = slates_for(*self._slate_shape(video, list(epoch.rung_configs)))
+            slates = slates_for(video, epoch.rung_configs, self.settings.target)
         except (MediaError, av.FFmpegError) as e:
             log.warning("live %s: no slate (%s); waiting for video", self.id, e)
             self._audio_only_since = None  # tried again after SLATE_WAIT more seconds

@@ -11,6 +11,7 @@ follow each other.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -19,6 +20,8 @@ import av
 from ..ingest.frames import Frame, TrackConfig
 from ..ingest.reencode import NAL_AUD, NAL_PPS, NAL_SPS, avc_decoder_configuration, split_annexb
 from ..packaging.model import MediaError
+from .epoch import track_for
+from .ladder import LiveLadder
 
 SLATE_TIMESCALE = 90_000
 SLATE_FPS = 10  # a still picture: few frames, each part still gets some
@@ -76,15 +79,19 @@ def make_slate(width: int, height: int, gop_seconds: float) -> Slate:
     return Slate(TrackConfig("video", "h264", config, SLATE_TIMESCALE), tuple(gop))
 
 
-def slates_for(width: int, height: int, rungs: dict[str, int],
+def slates_for(video: TrackConfig, rungs: Iterable[str],
                gop_seconds: float) -> dict[str, Slate]:
-    """The slate in the video's size ("video"), and one per ladder rung (name -> height) in
-    the same shape, as the live ladder would scale it: a black picture needs no
-    transcoder."""
+    """The slate in the size of a lecture's video ("video"), and one per live ladder rung in
+    the shape the ladder would scale it to: a black picture needs no transcoder."""
+    try:
+        codec = track_for(video).codec
+        width, height = codec.width or 1280, codec.height or 720
+    except MediaError:
+        width, height = 1280, 720
     out = {"video": make_slate(width, height, gop_seconds)}
-    for name, rung_height in rungs.items():
-        rung_width = max(2, round(rung_height * width / height / 2) * 2)
-        out[name] = make_slate(rung_width, rung_height, gop_seconds)
+    for rung in LiveLadder.rungs_for(height, list(rungs)):
+        rung_width = max(2, round(rung.height * width / height / 2) * 2)
+        out[rung.name] = make_slate(rung_width, rung.height, gop_seconds)
     return out
 
 
