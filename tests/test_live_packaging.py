@@ -158,7 +158,7 @@ def test_muxed_fragments_carry_both_tracks_sample_for_sample(clip: Path) -> None
 
 
 def _decoded_audio(parts: list) -> tuple[int, float]:
-    """(samples, peak amplitude) of the audio runs of `parts`, decoded as one muxed file."""
+    """(samples, peak amplitude) of the audio runs of `parts`, decoded from one fMP4."""
     track = parts[0].audio.track
     data = init_segment(track) + b"".join(
         media_segment(p.audio, n) for n, p in enumerate(parts, 1) if len(p.audio))
