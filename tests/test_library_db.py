@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mediaorigin.library import schema
 from mediaorigin.library.db import MIGRATIONS, migrate, open_database
 from mediaorigin.library.records import EMPTY_ANALYTICS, Asset, Media
-from mediaorigin.library.repository import CursorError, Library, MediaQuery
+from mediaorigin.library.repository import CursorError, Library, MediaQuery, new_id
 
 DIALECTS = ["sqlite", "postgresql"]
 _migrated: set[str] = set()  # PostgreSQL URLs already brought to head in this session
@@ -692,3 +692,11 @@ async def test_origin_on_postgresql_end_to_end(postgres_url: str, tmp_path: Path
             await engine.dispose()
     finally:
         origin.stop()
+
+
+def test_new_ids_never_read_as_command_line_options() -> None:
+    """Ids go onto command lines (`mediaorigin token --media <id>`): none starts with '-'
+    (nor '_'); 2,000 of them, where a leading '-' used to come once in 64."""
+    ids = [new_id() for _ in range(2000)]
+    assert all(len(i) == 12 and i[0].isalnum() for i in ids)
+    assert len(set(ids)) == len(ids)

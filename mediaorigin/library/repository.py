@@ -57,7 +57,12 @@ class MediaQuery:
 
 
 def new_id() -> str:
-    return secrets.token_urlsafe(9)
+    """12 URL-safe characters, never starting with '-' or '_': an id that starts with '-'
+    reads as an option on a command line (`mediaorigin token --media -Xy...` failed)."""
+    while True:
+        media_id = secrets.token_urlsafe(9)
+        if media_id[0].isalnum():
+            return media_id
 
 
 def _encode_cursor(value: Any, media_id: str) -> str:
