@@ -370,10 +370,9 @@ async def test_hls_js_rewinds_into_the_dvr_window(browser: PlayerBrowser,
     # The seek makes hls.js cancel the part it was loading at the live edge, which it reports
     # as a non-fatal "aborted" network error: its own cancellation, not a failed request
     # (those would be in http_errors, which must stay empty).
-    result.errors = [e for e in result.errors
-                     if e != "hls: non-fatal networkError aborted error=Aborted"]
+    errors = [e for e in result.errors if e != "hls: non-fatal networkError aborted error=Aborted"]
     summary = result.summary()
-    assert not result.fatal and result.errors == [] and result.http_errors == [], summary
+    assert not result.fatal and errors == [] and result.http_errors == [], summary
     edge = result.first["wallLatency"]
     behind = result.figures("wallLatency")[-1]
     assert edge is not None and 0 < edge < LL_HLS_MAX_LATENCY, summary
