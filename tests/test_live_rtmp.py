@@ -88,6 +88,30 @@ def ended_with_recording(origin: OriginThread, live_id: str) -> str:
     return found["recording"]["mediaId"]
 
 
+
+def publish_in_turn(origin: OriginThread, stream: dict, sources: tuple[Path, ...], *,
+                    realtime: bool = False) -> None:
+    """One publisher after another on the same stream, each left to drop (reconnecting)."""
+    for source in sources:
+        p = publish(stream, source, realtime=realtime)
+        assert p.wait(30) == 0
+        wait_until(lambda: state(origin, stream["id"])["state"] == "reconnecting")
+
+
+def second_epoch(origin: OriginThread, live_id: str, rendition: str) -> bytes:
+    """init-1 and every segment after it of a rendition: the second publisher's media."""
+    text = origin.get(f"/live/{live_id}/{rendition}/index.m3u8").body.decode()
+    assert text.count("#EXT-X-DISCONTINUITY\n") == 1
+    msns = re.findall(r"^(\d+)\.m4s", text.split('EXT-X-MAP:URI="init-1.mp4"')[1], re.M)
+    assert msns
+    return origin.get(f"/live/{live_id}/{rendition}/init-1.mp4").body + b"".join(
+        origin.get(f"/live/{live_id}/{rendition}/{n}.m4s").body for n in msns)
+
+
+def recording_file(origin: OriginThread, media_id: str) -> str:
+    stored = origin.config.path(origin.config.storage.root) / "media" / media_id
+    return str(next(stored.glob("g*/0.mp4")))
+
 def probe_streams(source: str | bytes) -> list[dict]:
     """ffprobe's streams of a URL, or of an fMP4 given whole (init + fragments), with
     their packets counted."""
@@ -170,9 +194,7 @@ def test_rtmp_lecture_plays_live_and_becomes_a_frame_identical_recording(
     audio = framemd5(str(clip), "a:0", packets=True)
     # The muxed rendition carries the audio bit for bit too (whole segments, after the end).
     assert framemd5(origin.url(f"/live/{live_id}/master.m3u8"), "a:0", packets=True) == audio
-    stored = origin.config.path(origin.config.storage.root) / "media" / media_id
-    recording = next(stored.glob("g*/0.mp4"))
-    recorded_audio = framemd5(str(recording), "a:0", packets=True)
+    recorded_audio = framemd5(recording_file(origin, media_id), "a:0", packets=True)
     assert recorded_audio == audio
     ended = state(origin, live_id)
     assert ended["state"] == "ended" and ended["endedAt"] >= ended["startedAt"]
@@ -253,10 +275,7 @@ def test_publisher_drop_and_return_continues_the_same_lecture(tmp_path: Path,
     try:
         stream = create(origin)
         live_id = stream["id"]
-        for _ in range(2):
-            p = publish(stream, clip, realtime=False)
-            assert p.wait(30) == 0
-            wait_until(lambda: state(origin, live_id)["state"] == "reconnecting")
+        publish_in_turn(origin, stream, (clip, clip))
         text = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
         assert text.count("#EXT-X-DISCONTINUITY\n") == 1
         assert 'EXT-X-MAP:URI="init-0.mp4"' in text and 'EXT-X-MAP:URI="init-1.mp4"' in text
@@ -287,16 +306,12 @@ def test_a_publisher_back_in_another_format_stays_in_the_recording(tmp_path: Pat
     try:
         stream = create(origin)
         live_id = stream["id"]
-        for source in (clip, other):
-            p = publish(stream, source, realtime=False)
-            assert p.wait(30) == 0
-            wait_until(lambda: state(origin, live_id)["state"] == "reconnecting")
+        publish_in_turn(origin, stream, (clip, other))
         text = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
         assert text.count("#EXT-X-DISCONTINUITY\n") == 1
         assert origin.request("DELETE", f"/api/live/{live_id}", None, auth()).status == 200
         media_id = ended_with_recording(origin, live_id)
-        stored = origin.config.path(origin.config.storage.root) / "media" / media_id
-        recording = str(next(stored.glob("g*/0.mp4")))
+        recording = recording_file(origin, media_id)
         video, audio = probe_streams(recording)
         assert (video["codec_name"], video["width"], video["height"]) == ("h264", 320, 240)
         assert int(video["nb_read_packets"]) == 2 * CLIP_SECONDS * FPS
@@ -327,24 +342,14 @@ def test_a_publisher_back_without_audio_keeps_the_audio_track(tmp_path: Path,
     try:
         stream = create(origin)
         live_id = stream["id"]
-        for source in (clip, silent_video):
-            p = publish(stream, source, realtime=False)
-            assert p.wait(30) == 0
-            wait_until(lambda: state(origin, live_id)["state"] == "reconnecting")
-        text = origin.get(f"/live/{live_id}/av/index.m3u8").body.decode()
-        second = text.split('EXT-X-MAP:URI="init-1.mp4"')[1]
-        msns = re.findall(r"^(\d+)\.m4s", second, re.M)
-        assert len(msns) == 2  # 4 s in 2 s segments
-        data = origin.get(f"/live/{live_id}/av/init-1.mp4").body + b"".join(
-            origin.get(f"/live/{live_id}/av/{n}.m4s").body for n in msns)
+        publish_in_turn(origin, stream, (clip, silent_video))
+        data = second_epoch(origin, live_id, "av")
         video, audio = probe_streams(data)
         assert int(video["nb_read_packets"]) == CLIP_SECONDS * FPS
         # 4 s of 1024-sample frames at 48 kHz, to the last video frame's end
         assert int(audio["nb_read_packets"]) == math.ceil(CLIP_SECONDS * 48000 / 1024)
         assert origin.request("DELETE", f"/api/live/{live_id}", None, auth()).status == 200
-        media_id = ended_with_recording(origin, live_id)
-        stored = origin.config.path(origin.config.storage.root) / "media" / media_id
-        recording = str(next(stored.glob("g*/0.mp4")))
+        recording = recording_file(origin, ended_with_recording(origin, live_id))
         video, audio = probe_streams(recording)
         assert int(video["nb_read_packets"]) == 2 * CLIP_SECONDS * FPS
         assert abs(float(audio["duration"]) - 2 * CLIP_SECONDS) < 0.1
@@ -352,7 +357,6 @@ def test_a_publisher_back_without_audio_keeps_the_audio_track(tmp_path: Path,
         assert _peak(recording, CLIP_SECONDS + 0.1, 2 * CLIP_SECONDS) == 0.0  # silence
     finally:
         origin.stop()
-
 
 
 def test_a_publisher_back_without_video_keeps_the_lecture_going(tmp_path: Path,
@@ -368,16 +372,8 @@ def test_a_publisher_back_without_video_keeps_the_lecture_going(tmp_path: Path,
     try:
         stream = create(origin)
         live_id = stream["id"]
-        for source in (clip, voice):
-            p = publish(stream, source, realtime=False)
-            assert p.wait(30) == 0
-            wait_until(lambda: state(origin, live_id)["state"] == "reconnecting")
-        text = origin.get(f"/live/{live_id}/av/index.m3u8").body.decode()
-        assert text.count("#EXT-X-DISCONTINUITY\n") == 1
-        second = text.split('EXT-X-MAP:URI="init-1.mp4"')[1]
-        msns = re.findall(r"^(\d+)\.m4s", second, re.M)
-        data = origin.get(f"/live/{live_id}/av/init-1.mp4").body + b"".join(
-            origin.get(f"/live/{live_id}/av/{n}.m4s").body for n in msns)
+        publish_in_turn(origin, stream, (clip, voice))
+        data = second_epoch(origin, live_id, "av")
         video, audio = probe_streams(data)
         assert (video["codec_name"], video["width"], video["height"]) == ("h264", 320, 240)
         slate_frames = int(video["nb_read_packets"])  # 10 fps while the audio lasts
@@ -389,9 +385,7 @@ def test_a_publisher_back_without_video_keeps_the_lecture_going(tmp_path: Path,
         assert carried[: len(voice_packets)] == voice_packets  # every one, in order
         assert len(carried) - len(voice_packets) <= 5  # then silence to the slate's end
         assert origin.request("DELETE", f"/api/live/{live_id}", None, auth()).status == 200
-        media_id = ended_with_recording(origin, live_id)
-        stored = origin.config.path(origin.config.storage.root) / "media" / media_id
-        recording = str(next(stored.glob("g*/0.mp4")))
+        recording = recording_file(origin, ended_with_recording(origin, live_id))
         video, audio = probe_streams(recording)
         assert int(video["nb_read_packets"]) == CLIP_SECONDS * FPS + slate_frames
         assert abs(float(video["duration"]) - 2 * CLIP_SECONDS) < 0.15
@@ -607,15 +601,8 @@ def test_a_slate_goes_down_the_ladder_too(tmp_path: Path) -> None:
     try:
         stream = create(origin, ladder=["360p"])
         live_id = stream["id"]
-        for media in (source, voice):
-            p = publish(stream, media)
-            assert p.wait(30) == 0
-            wait_until(lambda: state(origin, live_id)["state"] == "reconnecting")
-        text = origin.get(f"/live/{live_id}/av-360p/index.m3u8").body.decode()
-        second = text.split('EXT-X-MAP:URI="init-1.mp4"')[1]
-        msns = re.findall(r"^(\d+)\.m4s", second, re.M)
-        data = origin.get(f"/live/{live_id}/av-360p/init-1.mp4").body + b"".join(
-            origin.get(f"/live/{live_id}/av-360p/{n}.m4s").body for n in msns)
+        publish_in_turn(origin, stream, (source, voice), realtime=True)
+        data = second_epoch(origin, live_id, "av-360p")
         video, audio = probe_streams(data)
         assert (video["codec_name"], video["width"], video["height"]) == ("h264", 640, 360)
         assert abs(int(video["nb_read_packets"]) - CLIP_SECONDS * 10) <= 1
