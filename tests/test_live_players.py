@@ -475,11 +475,24 @@ async def test_recording_plays_as_vod(browser: PlayerBrowser, live_origin: Origi
     assert result.reached_time >= duration - 0.5, result.summary()
 
 
-async def test_hls_js_plays_on_when_the_lecturer_returns_without_a_camera(
-        browser: PlayerBrowser, live_origin: OriginThread, tmp_path: Path) -> None:
-    """The lecturer's connection drops and comes back with sound only: hls.js, playing the
-    muxed LL-HLS rendition, crosses the discontinuity into the slate (black, the camera's
-    size) and plays on with the lecturer's voice, without a fatal error."""
+# What the lecturer's second connection sends: sound only, or the camera without sound.
+_RETURNS = {
+    "without_a_camera": ["-f", "lavfi", "-i", "sine=frequency=660:sample_rate=48000", "-ac", "2",
+                         "-c:a", "aac"],
+    "without_a_microphone": ["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+                             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+                             "-g", "30", "-pix_fmt", "yuv420p"],
+}
+
+
+@pytest.mark.parametrize("comeback", list(_RETURNS))
+async def test_hls_js_plays_on_when_the_lecturer_returns_with_one_track(
+        browser: PlayerBrowser, live_origin: OriginThread, tmp_path: Path,
+        comeback: str) -> None:
+    """The lecturer's connection drops and comes back with one track only: hls.js, playing
+    the muxed LL-HLS rendition, crosses the discontinuity into the new epoch (without a
+    camera: a black slate of the camera's size; without a microphone: silence in the audio
+    track) and plays on, without a fatal error."""
     with publishing(live_origin, tmp_path, latencyMode="low") as pub:
         pub.wait_segments(2)
         watching = asyncio.ensure_future(watch_live(
@@ -487,23 +500,21 @@ async def test_hls_js_plays_on_when_the_lecturer_returns_without_a_camera(
         await asyncio.sleep(3.0)
         pub.stop()  # the connection drops (within the 1 s reconnect grace, it comes back)
         rtmp = f"{pub.stream['rtmp']['url']}/{pub.stream['rtmp']['streamKey']}"
-        voice = subprocess.Popen(
-            ["ffmpeg", "-nostdin", "-loglevel", "warning", "-re", "-f", "lavfi", "-i",
-             "sine=frequency=660:sample_rate=48000", "-ac", "2", "-c:a", "aac", "-t", "20",
-             "-f", "flv", rtmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        second = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-loglevel", "warning", "-re", *_RETURNS[comeback],
+             "-t", "20", "-f", "flv", rtmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             result = await watching
         finally:
-            voice.terminate()
-            voice.wait(5)
+            second.terminate()
+            second.wait(5)
     report(result)
     summary = result.summary()
     assert not result.fatal, summary
-    # Playing on after the drop: it reached the slate's epoch and advanced in it.
     assert result.last["extra"].get("live") is True, summary
     assert (result.last["width"], result.last["height"]) == (640, 360), summary
     assert result.advanced >= 6.0, summary
-    # It loaded the slate's init and parts of the slate's second segment, and is playing.
+    # It loaded the new epoch's init and parts of its second segment, and is playing.
     text = live_origin.get(f"/live/{pub.id}/av/index.m3u8").body.decode()
     first = int(re.findall(r"^(\d+)\.m4s", text.split('URI="init-1.mp4"')[1], re.M)[0])
     assert any(r.split("?")[0].endswith("/av/init-1.mp4") for r in result.requests), summary
