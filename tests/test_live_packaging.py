@@ -290,6 +290,43 @@ async def test_audio_without_video_carries_a_slate_until_the_video_comes(
     assert len(await samples("video", 1)) == 180  # every frame of the clip
 
 
+
+async def test_a_rendition_without_media_is_listed_as_gap(tmp_path: Path) -> None:
+    """Audio that stops where no silent frame can fill it (HE-AAC): its parts are listed
+    GAP=YES and its whole segments EXT-X-GAP (version 8), and are never served (404), while
+    the video and the muxed rendition, whose first track is there, are listed as usual."""
+    video_only = _encode(tmp_path / "v.mp4", seconds=6, audio=False)
+    he_aac = bytes.fromhex("2b1188")  # HE-AAC (SBR), 24 kHz core, stereo
+    assert silent_aac_frame(he_aac) is None
+    channel = LiveChannel("live_g", ChannelSettings(), tmp_path / "g")
+    channel.begin_epoch()
+    channel.on_track(TrackConfig("audio", "aac", he_aac, 1000))
+    feed(channel, video_only)
+    w = channel.window()
+    audio = hls.media(w, "audio", "")
+    parts = re.findall(r"#EXT-X-PART:.*", audio)
+    assert parts and all(p.endswith(",GAP=YES") for p in parts)
+    complete = [s for s in w.segments if s.complete]
+    assert audio.count("#EXT-X-GAP\n#EXTINF:") == len(complete) >= 2
+    assert audio.startswith("#EXTM3U\n#EXT-X-VERSION:9\n")
+    for name in ("video", "av"):
+        text = hls.media(w, name, "")
+        assert "GAP" not in text and text.count("#EXT-X-PART:") == len(parts)
+    seg = complete[0]
+    assert channel.part("audio", seg.msn, 0) is None
+    assert await channel.segment("audio", seg.msn) is None
+    assert channel.part("av", seg.msn, 0) is not None
+    assert await channel.segment("video", seg.msn) is not None
+    # TS lists its segments as usual (its first track, the video, is there) ...
+    assert "GAP" not in hls.media(w, "ts", "", ts=True)
+    await channel.end()
+    # ... and a video rung that fell behind is a gap in its own playlist and its twins'.
+    w = channel.window()
+    for p in w.segments[0].parts:
+        p.missing = p.missing | {"360p", "av-360p", "ts-360p"}
+    ts = hls.media(w, "ts-360p", "", ts=True)
+    assert ts.startswith("#EXTM3U\n#EXT-X-VERSION:8\n") and ts.count("#EXT-X-GAP") == 1
+
 def _audio_config(clip: Path) -> TrackConfig:
     with av.open(str(clip)) as c:
         a = c.streams.audio[0]

@@ -351,7 +351,7 @@ class LiveChannel:
         epoch = self._current_epoch()
         runs = {name: run for name, run in (("video", part.video), ("audio", part.audio),
                                             *part.rungs.items())
-                if run is not None and name in epoch.tracks}
+                if run is not None and run.sizes and name in epoch.tracks}
         current = self._segments[-1] if self._segments else None
         if current is None or current.meta.complete or part.new_segment or \
                 current.meta.epoch != epoch.number:
@@ -368,15 +368,20 @@ class LiveChannel:
             data[name] = media_segment(run, self._fragment)
             end = (run.base_time + sum(run.durations)) / run.track.timescale
             self._media_end = max(self._media_end, end)
+        # A muxed or TS twin is missing where the first track it carries is (its video).
+        missing = {name for name in epoch.tracks if name not in runs}
+        missing.update(name for name, carries in (*epoch.muxed.items(), *epoch.ts.items())
+                       if next(n for n in carries if n in epoch.tracks) not in runs)
         for name, (video, audio) in epoch.muxed.items():
-            if video in runs or audio in runs:
+            if name not in missing:
                 self._fragment += 1
                 data[name] = muxed_segment([runs.get(video), runs.get(audio)], self._fragment)
         current.parts.append(data)
         current.runs.append(runs)
         own = {name: sum(run.durations) / run.track.timescale for name, run in runs.items()}
         current.meta.parts.append(LivePart(part.duration, part.independent, {
-            name: d for name, d in own.items() if abs(d - part.duration) > 1e-6}))
+            name: d for name, d in own.items() if abs(d - part.duration) > 1e-6},
+            frozenset(missing)))
         if self.settings.part_target:
             self._part_target_seen = max(self._part_target_seen,
                                          math.ceil(part.duration * 1000 - 1e-6) / 1000)
@@ -395,7 +400,7 @@ class LiveChannel:
         seg.meta.complete = True
         info = self.epochs[seg.meta.epoch]
         seg.data = {name: b"".join(p[name] for p in seg.parts if name in p)
-                    for name in info.tracks}
+                    for name in info.tracks if not seg.meta.gap(name)}
         for name in seg.data:
             runs = [part[name] for part in seg.runs if name in part]
             if runs:
@@ -587,7 +592,7 @@ class LiveChannel:
 
     async def segment(self, name: str, msn: int) -> bytes | None:
         seg = self._by_msn.get(msn)
-        if seg is None or not seg.meta.complete:
+        if seg is None or not seg.meta.complete or seg.meta.gap(name):
             return None
         info = self.epochs[seg.meta.epoch]
         if name in info.muxed:
@@ -606,7 +611,7 @@ class LiveChannel:
     async def ts_segment(self, name: str, msn: int) -> bytes | None:
         """Segment `msn` of MPEG-TS rendition `name` ("ts", "ts-720p")."""
         seg = self._by_msn.get(msn)
-        if seg is None or not seg.meta.complete:
+        if seg is None or not seg.meta.complete or seg.meta.gap(name):
             return None
         carries = self.epochs[seg.meta.epoch].ts.get(name)
         if carries is None:

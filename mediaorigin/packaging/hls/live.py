@@ -108,11 +108,16 @@ def media(w: LiveWindow, rendition: str, query: str, *, ts: bool = False,
         if parts_on and s.start + s.duration > parts_from:
             for i, p in enumerate(s.parts):
                 independent = ",INDEPENDENT=YES" if p.independent else ""
+                gap = ",GAP=YES" if rendition in p.missing else ""
                 body.append(f'#EXT-X-PART:DURATION={p.of(rendition):.5f},'
-                            f'URI="{s.msn}.{i}.{ext}{q}"{independent}')
+                            f'URI="{s.msn}.{i}.{ext}{q}"{independent}{gap}')
         if s.complete:
             seconds = s.duration_of(rendition, timescale) if timescale else s.duration
+            if s.gap(rendition):  # nothing to fetch: players skip it or switch renditions
+                body.append("#EXT-X-GAP")
+                version = max(version, 8)
             body += [f"#EXTINF:{seconds:.5f},", f"{s.msn}.{ext}{q}"]
+    head[1] = f"#EXT-X-VERSION:{version}"  # 8 for EXT-X-GAP
     if w.ended:
         body.append("#EXT-X-ENDLIST")
     elif parts_on and segments:

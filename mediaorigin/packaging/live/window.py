@@ -13,6 +13,9 @@ class LivePart:
     independent: bool
     # Rendition -> its own duration where it differs (audio ends on a whole AAC frame).
     durations: dict[str, float] = field(default_factory=dict)
+    # Renditions with no media in this part (a rung whose transcoder fell behind, audio that
+    # stopped without a silent frame to fill it): listed as GAP, never served.
+    missing: frozenset[str] = frozenset()
 
     def of(self, rendition: str) -> float:
         return self.durations.get(rendition, self.duration)
@@ -32,6 +35,10 @@ class LiveSegment:
     @property
     def duration(self) -> float:
         return sum(p.duration for p in self.parts)
+
+    def gap(self, rendition: str) -> bool:
+        """Whether the rendition has no media in any part of this segment."""
+        return bool(self.parts) and all(rendition in p.missing for p in self.parts)
 
     def duration_of(self, rendition: str, timescale: int) -> float:
         if rendition in self.ticks:
