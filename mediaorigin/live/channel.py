@@ -371,7 +371,7 @@ class LiveChannel:
         # A muxed or TS twin is missing where the first track it carries is (its video).
         missing = {name for name in epoch.tracks if name not in runs}
         missing.update(name for name, carries in (*epoch.muxed.items(), *epoch.ts.items())
-                       if next(n for n in carries if n in epoch.tracks) not in runs)
+                       if next((n for n in carries if n in epoch.tracks), None) not in runs)
         for name, (video, audio) in epoch.muxed.items():
             if name not in missing:
                 self._fragment += 1
