@@ -333,6 +333,7 @@ def _audio_config(clip: Path) -> TrackConfig:
         return TrackConfig("audio", "aac", bytes(a.codec_context.extradata),
                            a.time_base.denominator)
 
+
 async def test_playlists_window_skip_and_disk(tmp_path: Path, clip: Path) -> None:
     channel = LiveChannel("live_x", ChannelSettings(dvr_window=0, window=3, memory_segments=1),
                           tmp_path / "live_x")
@@ -373,6 +374,13 @@ async def test_playlists_window_skip_and_disk(tmp_path: Path, clip: Path) -> Non
             alone = _packets(channel.init(kind, 2) + await channel.segment(kind, msn))
             assert got[kind] == alone[kind] and len(alone[kind]) > 10
     assert await channel.segment("av", 5) is None  # no longer listed
+    # A crowd asking for a new whole segment at once shares one run (the same bytes object);
+    # it is kept while the segment is in memory, made again from disk each time beyond it.
+    for name, get in (("av", channel.segment), ("ts", channel.ts_segment)):
+        for msn, kept in ((8, True), (6, False)):
+            crowd = await asyncio.gather(*(get(name, msn) for _ in range(20)))
+            assert crowd[0] is not None and all(c is crowd[0] for c in crowd), (name, msn)
+            assert ((await get(name, msn)) is crowd[0]) == kept, (name, msn)
     mpd = live_mpd(channel.window(), "", 0.0)
     assert 'type="static"' in mpd and mpd.count("<Period ") == 1
     # DASH has an adaptation set per kind: the muxed twin is for HLS only

@@ -81,7 +81,9 @@ class _Segment:
     parts: list[dict[str, bytes]] = field(default_factory=list)  # rendition -> part bytes
     runs: list[dict[str, SampleRun]] = field(default_factory=list)  # per part, by rendition
     data: dict[str, bytes] | None = None  # joined segment bytes, while in memory
-    derived: dict[str, bytes] = field(default_factory=dict)  # TS, muxed: made when asked
+    # TS and muxed whole segments, made when first asked for (one run for every request that
+    # comes meanwhile), kept while `data` is
+    derived: dict[str, asyncio.Future[bytes | None]] = field(default_factory=dict)
 
 
 class LiveChannel:
@@ -622,9 +624,26 @@ class LiveChannel:
     async def _made_from_tracks(self, seg: _Segment, name: str, tracks: tuple[str, str],
                                 make: Callable[[list[SampleRun | None]], bytes]) -> bytes | None:
         """A whole segment written from the runs of its tracks (from the parts while in
-        memory, else read back from disk), in a thread; kept while the segment's bytes are."""
-        if seg.derived.get(name) is not None:
-            return seg.derived[name]
+        memory, else read back from disk), in a thread. Requests that come while it is made
+        wait for the same run (a crowd asks for a new segment at once); the result is kept
+        while the segment's bytes are."""
+        made = seg.derived.get(name)
+        if made is None:
+            made = seg.derived[name] = asyncio.ensure_future(
+                self._write_from_tracks(seg, tracks, make))
+
+            def forget(done: asyncio.Future[bytes | None]) -> None:
+                failed = done.cancelled() or done.exception() is not None
+                if (failed or done.result() is None or seg.data is None) and \
+                        seg.derived.get(name) is done:
+                    del seg.derived[name]
+
+            made.add_done_callback(forget)
+        return await asyncio.shield(made)
+
+    async def _write_from_tracks(self, seg: _Segment, tracks: tuple[str, str],
+                                 make: Callable[[list[SampleRun | None]], bytes]
+                                 ) -> bytes | None:
         epoch_tracks = self.epochs[seg.meta.epoch].tracks
         runs: list[SampleRun | None] = []
         for track in tracks:
@@ -637,10 +656,8 @@ class LiveChannel:
                 if raw is None:
                     return None
                 runs.append(await asyncio.to_thread(read_fragments, raw, epoch_tracks[track]))
-        data = await asyncio.to_thread(make, [r if r and r.sizes else None for r in runs])
-        if seg.data is not None:
-            seg.derived[name] = data
-        return data
+        return await asyncio.to_thread(make, [r if r and r.sizes else None for r in runs])
+
 
 def _merge(runs: list[SampleRun]) -> SampleRun | None:
     if not runs:
