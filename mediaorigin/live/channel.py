@@ -39,6 +39,7 @@ from ..packaging.mp4.sample_entries import avc_sample_entry
 from ..packaging.ts.writer import write_ts_segment
 from .epoch import Epoch, EpochConfigChanged
 from .ladder import LiveLadder
+from .silence import silent_aac_frame
 from .slate import SLATE_WAIT, SlateClock, slates_for
 from .stats import IngestStats
 
@@ -150,10 +151,9 @@ class LiveChannel:
             log.warning("live %s: unusable %s configuration: %s", self.id, config.kind, e)
             return
         self._configs[config.kind] = config
-        if config.kind == "video":
-            self._warm_slate(config)
-            if config.codec == "h264" and self.settings.ladder:
-                self._start_ladder(config)
+        self._warm(config)
+        if config.kind == "video" and config.codec == "h264" and self.settings.ladder:
+            self._start_ladder(config)
 
     def on_frame(self, frame: Frame) -> None:
         self.stats.frame(frame)
@@ -187,12 +187,16 @@ class LiveChannel:
             self._audio_only_since = at
         return at - self._audio_only_since >= SLATE_WAIT
 
-    def _warm_slate(self, video: TrackConfig) -> None:
-        """Make the slates for this video in a thread now: encoding one takes ~0.1 s at
-        1080p, which the event loop must not spend when a publisher returns without
-        video."""
-        made = self._loop.run_in_executor(None, slates_for, video, self.settings.ladder,
-                                          self.settings.target)
+    def _warm(self, config: TrackConfig) -> None:
+        """Make in a thread now what PyAV makes for a track when its publisher stops sending
+        it: the slates for a video (~0.1 s of libx264 at 1080p), the silent frame for an
+        audio track (~2 ms). The epoch then finds them cached, and the event loop never
+        encodes."""
+        if config.kind == "video":
+            made = self._loop.run_in_executor(None, slates_for, config, self.settings.ladder,
+                                              self.settings.target)
+        else:
+            made = self._loop.run_in_executor(None, silent_aac_frame, config.config)
         made.add_done_callback(lambda f: f.cancelled() or f.exception())  # raised again if used
 
     def _begin_slate(self, epoch: Epoch) -> None:
