@@ -6,6 +6,7 @@ and the recording lands in the library frame-identical to what was published.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -89,13 +90,27 @@ def ended_with_recording(origin: OriginThread, live_id: str) -> str:
 
 
 
-def publish_in_turn(origin: OriginThread, stream: dict, sources: tuple[Path, ...], *,
-                    realtime: bool = False) -> None:
-    """One publisher after another on the same stream, each left to drop (reconnecting)."""
-    for source in sources:
-        p = publish(stream, source, realtime=realtime)
-        assert p.wait(30) == 0
-        wait_until(lambda: state(origin, stream["id"])["state"] == "reconnecting")
+@contextlib.contextmanager
+def lecture_in_turn(tmp_path: Path, sources: tuple[Path, ...], *, realtime: bool = False,
+                    **fields: object) -> Iterator[tuple[OriginThread, str]]:
+    """(origin, live id) of a live stream that `sources` were published to one after the
+    other, each left to drop (reconnecting: a 5 s grace); the origin stops afterwards."""
+    origin = live_origin(tmp_path, reconnect_grace=5.0)
+    try:
+        stream = create(origin, **fields)
+        for source in sources:
+            p = publish(stream, source, realtime=realtime)
+            assert p.wait(30) == 0
+            wait_until(lambda: state(origin, stream["id"])["state"] == "reconnecting")
+        yield origin, stream["id"]
+    finally:
+        origin.stop()
+
+
+def end_lecture(origin: OriginThread, live_id: str) -> str:
+    """DELETE the stream; the media id of its recording once it is in the library."""
+    assert origin.request("DELETE", f"/api/live/{live_id}", None, auth()).status == 200
+    return ended_with_recording(origin, live_id)
 
 
 def second_epoch(origin: OriginThread, live_id: str, rendition: str) -> bytes:
@@ -271,11 +286,7 @@ def test_ll_hls_playlists_follow_the_spec(origin: OriginThread, clip: Path) -> N
 
 def test_publisher_drop_and_return_continues_the_same_lecture(tmp_path: Path,
                                                               clip: Path) -> None:
-    origin = live_origin(tmp_path, reconnect_grace=5.0)
-    try:
-        stream = create(origin)
-        live_id = stream["id"]
-        publish_in_turn(origin, stream, (clip, clip))
+    with lecture_in_turn(tmp_path, (clip, clip)) as (origin, live_id):
         text = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
         assert text.count("#EXT-X-DISCONTINUITY\n") == 1
         assert 'EXT-X-MAP:URI="init-0.mp4"' in text and 'EXT-X-MAP:URI="init-1.mp4"' in text
@@ -283,13 +294,10 @@ def test_publisher_drop_and_return_continues_the_same_lecture(tmp_path: Path,
         assert msns == list(range(len(msns)))  # one sequence across the reconnect
         mpd = origin.get(f"/live/{live_id}/manifest.mpd").body.decode()
         assert mpd.count("<Period ") == 2
-        assert origin.request("DELETE", f"/api/live/{live_id}", None, auth()).status == 200
-        media_id = ended_with_recording(origin, live_id)
+        media_id = end_lecture(origin, live_id)
         source = framemd5(str(clip))
         assert framemd5(origin.url(f"/vod/{media_id}/master.m3u8")) == source + source
         assert framemd5(origin.url(f"/live/{live_id}/master-ts.m3u8")) == source + source
-    finally:
-        origin.stop()
 
 
 def test_a_publisher_back_in_another_format_stays_in_the_recording(tmp_path: Path,
@@ -302,15 +310,10 @@ def test_a_publisher_back_in_another_format_stays_in_the_recording(tmp_path: Pat
                 "-i", "sine=frequency=880:sample_rate=44100", "-ac", "1", "-c:v", "libx264",
                 "-preset", "ultrafast", "-g", str(FPS), "-bf", "2", "-c:a", "aac",
                 "-t", str(CLIP_SECONDS), str(other)])
-    origin = live_origin(tmp_path, reconnect_grace=5.0)
-    try:
-        stream = create(origin)
-        live_id = stream["id"]
-        publish_in_turn(origin, stream, (clip, other))
+    with lecture_in_turn(tmp_path, (clip, other)) as (origin, live_id):
         text = origin.get(f"/live/{live_id}/video/index.m3u8").body.decode()
         assert text.count("#EXT-X-DISCONTINUITY\n") == 1
-        assert origin.request("DELETE", f"/api/live/{live_id}", None, auth()).status == 200
-        media_id = ended_with_recording(origin, live_id)
+        media_id = end_lecture(origin, live_id)
         recording = recording_file(origin, media_id)
         video, audio = probe_streams(recording)
         assert (video["codec_name"], video["width"], video["height"]) == ("h264", 320, 240)
@@ -325,8 +328,6 @@ def test_a_publisher_back_in_another_format_stays_in_the_recording(tmp_path: Pat
         assert int(frames) == 2 * CLIP_SECONDS * FPS  # every one decodes
         media = origin.get(f"/api/media/{media_id}", auth()).json()
         assert abs(media["metadata"]["duration"] - 2 * CLIP_SECONDS) < 0.2
-    finally:
-        origin.stop()
 
 
 def test_a_publisher_back_without_audio_keeps_the_audio_track(tmp_path: Path,
@@ -338,25 +339,18 @@ def test_a_publisher_back_without_audio_keeps_the_audio_track(tmp_path: Path,
     run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={FPS}", "-c:v", "libx264",
                 "-preset", "ultrafast", "-g", str(FPS), "-bf", "2", "-t", str(CLIP_SECONDS),
                 str(silent_video)])
-    origin = live_origin(tmp_path, reconnect_grace=5.0)
-    try:
-        stream = create(origin)
-        live_id = stream["id"]
-        publish_in_turn(origin, stream, (clip, silent_video))
+    with lecture_in_turn(tmp_path, (clip, silent_video)) as (origin, live_id):
         data = second_epoch(origin, live_id, "av")
         video, audio = probe_streams(data)
         assert int(video["nb_read_packets"]) == CLIP_SECONDS * FPS
         # 4 s of 1024-sample frames at 48 kHz, to the last video frame's end
         assert int(audio["nb_read_packets"]) == math.ceil(CLIP_SECONDS * 48000 / 1024)
-        assert origin.request("DELETE", f"/api/live/{live_id}", None, auth()).status == 200
-        recording = recording_file(origin, ended_with_recording(origin, live_id))
+        recording = recording_file(origin, end_lecture(origin, live_id))
         video, audio = probe_streams(recording)
         assert int(video["nb_read_packets"]) == 2 * CLIP_SECONDS * FPS
         assert abs(float(audio["duration"]) - 2 * CLIP_SECONDS) < 0.1
         assert _peak(recording, 0.5, CLIP_SECONDS - 0.5) > 0.05  # the sine (amplitude 1/8)
         assert _peak(recording, CLIP_SECONDS + 0.1, 2 * CLIP_SECONDS) == 0.0  # silence
-    finally:
-        origin.stop()
 
 
 def test_a_publisher_back_without_video_keeps_the_lecture_going(tmp_path: Path,
@@ -368,11 +362,7 @@ def test_a_publisher_back_without_video_keeps_the_lecture_going(tmp_path: Path,
     voice = tmp_path / "voice.m4a"
     run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=660:sample_rate=48000", "-ac", "2",
                 "-c:a", "aac", "-t", str(CLIP_SECONDS), str(voice)])
-    origin = live_origin(tmp_path, reconnect_grace=5.0)
-    try:
-        stream = create(origin)
-        live_id = stream["id"]
-        publish_in_turn(origin, stream, (clip, voice))
+    with lecture_in_turn(tmp_path, (clip, voice)) as (origin, live_id):
         data = second_epoch(origin, live_id, "av")
         video, audio = probe_streams(data)
         assert (video["codec_name"], video["width"], video["height"]) == ("h264", 320, 240)
@@ -384,15 +374,12 @@ def test_a_publisher_back_without_video_keeps_the_lecture_going(tmp_path: Path,
         carried = framemd5(str(live_file), "a:0", packets=True)
         assert carried[: len(voice_packets)] == voice_packets  # every one, in order
         assert len(carried) - len(voice_packets) <= 5  # then silence to the slate's end
-        assert origin.request("DELETE", f"/api/live/{live_id}", None, auth()).status == 200
-        recording = recording_file(origin, ended_with_recording(origin, live_id))
+        recording = recording_file(origin, end_lecture(origin, live_id))
         video, audio = probe_streams(recording)
         assert int(video["nb_read_packets"]) == CLIP_SECONDS * FPS + slate_frames
         assert abs(float(video["duration"]) - 2 * CLIP_SECONDS) < 0.15
         assert abs(float(audio["duration"]) - 2 * CLIP_SECONDS) < 0.2  # + the silent tail
         assert _peak(recording, CLIP_SECONDS + 0.5, 2 * CLIP_SECONDS - 0.5) > 0.05  # the voice
-    finally:
-        origin.stop()
 
 def _peak(path: str, start: float, end: float) -> float:
     """The largest sample magnitude of the audio between two times (PyAV decodes it)."""
@@ -597,15 +584,10 @@ def test_a_slate_goes_down_the_ladder_too(tmp_path: Path) -> None:
                 "-t", str(CLIP_SECONDS), str(source)])
     run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=660:sample_rate=48000", "-ac", "2",
                 "-c:a", "aac", "-t", str(CLIP_SECONDS), str(voice)])
-    origin = live_origin(tmp_path, reconnect_grace=5.0)
-    try:
-        stream = create(origin, ladder=["360p"])
-        live_id = stream["id"]
-        publish_in_turn(origin, stream, (source, voice), realtime=True)
+    with lecture_in_turn(tmp_path, (source, voice), realtime=True,
+                         ladder=["360p"]) as (origin, live_id):
         data = second_epoch(origin, live_id, "av-360p")
         video, audio = probe_streams(data)
         assert (video["codec_name"], video["width"], video["height"]) == ("h264", 640, 360)
         assert abs(int(video["nb_read_packets"]) - CLIP_SECONDS * 10) <= 1
         assert int(audio["nb_read_packets"]) >= len(framemd5(str(voice), "a:0", packets=True))
-    finally:
-        origin.stop()
